@@ -1,0 +1,151 @@
+//! Bus settings. Defaults work against a local RabbitMQ; every figure is a knob because the
+//! right prefetch or retry schedule depends on the handler, not on the library.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Replicated, durable, with a broker-side delivery limit: the default for production.
+    Quorum,
+    /// Single-node queues: faster, for development or a broker without quorum support.
+    Classic,
+}
+
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `amqp://user:pass@host:port/vhost`
+    pub amqp_url: String,
+    /// The durable topic exchange all events go through.
+    pub exchange: String,
+    /// Prepended to every queue name, so several systems (or tests) share a broker.
+    pub queue_prefix: String,
+    pub queue_type: QueueType,
+    /// Deliveries the broker hands a consumer before it acks (bounds memory: a deep queue
+    /// costs at most this many messages in the process).
+    pub prefetch: u16,
+    /// Handlers running at once per service.
+    pub concurrency: usize,
+    /// Attempts (first delivery included) before a transiently failing event is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay before retry n (1-based); the last entry repeats. Each distinct delay is one TTL
+    /// hold queue, so the schedule is fixed at declare time.
+    pub retry_delays: Vec<Duration>,
+    /// A handler (and its commit) that takes longer is treated as a transient failure.
+    /// Must stay well below the broker's consumer_timeout (30 min by default).
+    pub handler_timeout: Duration,
+    /// Quorum queues: deliveries of one message (redeliveries after crashes included) before
+    /// the broker itself dead-letters it. A guard against a message that kills the process.
+    pub delivery_limit: u32,
+    pub relay: RelayConfig,
+    /// How long inbox rows are kept; must exceed any redelivery window.
+    pub inbox_retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed and published per round trip (confirms are awaited per batch).
+    pub batch_size: i64,
+    /// Fallback poll when no NOTIFY arrives (a missed notification costs at most this).
+    pub poll_interval: Duration,
+    /// A confirm that doesn't come within this is a failed publish, retried later.
+    pub confirm_timeout: Duration,
+    /// Attempts before a row is parked for an operator.
+    pub max_attempts: i32,
+    /// How long sent rows are kept for inspection before cleanup.
+    pub retention: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 256,
+            poll_interval: Duration::from_millis(500),
+            confirm_timeout: Duration::from_secs(10),
+            max_attempts: 20,
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_EXCHANGE: &str = "shop.events";
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            amqp_url: DEFAULT_AMQP_URL.to_string(),
+            exchange: DEFAULT_EXCHANGE.to_string(),
+            queue_prefix: String::new(),
+            queue_type: QueueType::Quorum,
+            prefetch: 64,
+            concurrency: 16,
+            max_attempts: 5,
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+            ],
+            handler_timeout: Duration::from_secs(30),
+            delivery_limit: 20,
+            relay: RelayConfig::default(),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl BusConfig {
+    /// The delay before retry `attempt` (the attempt that failed, 1-based).
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) as usize - 1).min(self.retry_delays.len().saturating_sub(1));
+        self.retry_delays.get(i).copied().unwrap_or(Duration::from_secs(1))
+    }
+
+    pub fn distinct_retry_delays(&self) -> Vec<Duration> {
+        let mut d = self.retry_delays.clone();
+        d.sort();
+        d.dedup();
+        d
+    }
+
+    /// The AMQP url with its password replaced, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.amqp_url)
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_repeats_the_last_step() {
+        let c = BusConfig::default();
+        assert_eq!(c.retry_delay(1), Duration::from_secs(1));
+        assert_eq!(c.retry_delay(2), Duration::from_secs(5));
+        assert_eq!(c.retry_delay(9), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://cart:s3cret@rabbit:5672/%2f"),
+            "amqp://cart:***@rabbit:5672/%2f"
+        );
+        assert_eq!(redact_url("postgres://postgres@db/x"), "postgres://postgres@db/x");
+    }
+}

@@ -1,0 +1,266 @@
+//! The consumer: takes deliveries from a service's queue and applies each event exactly once.
+//!
+//! Per delivery: parse the envelope, find the handler, then in ONE database transaction record
+//! the event id in the inbox and run the handler; ack only after the commit. A redelivered
+//! event finds its inbox row and is acked without effect. Failures never requeue in a loop:
+//! transient ones go through TTL hold queues with a growing delay, everything else (and
+//! exhausted retries) goes to the dead-letter queue with the reason, then the original is acked.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures_util::{StreamExt, TryStreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BusConfig;
+use crate::envelope::RawEnvelope;
+use crate::error::BusError;
+use crate::handler::{Context, HandlerError, Subscriber};
+use crate::health::BusHealth;
+use crate::outbox::Outbox;
+use crate::relay::short;
+use crate::topology::QueueNames;
+
+/// Header counting deliveries of one message through our retries (1 = first delivery).
+/// Our own, because RabbitMQ 3.13+ no longer updates `x-death` on republished messages.
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+pub const FIRST_ERROR_HEADER: &str = "x-first-error";
+pub const LAST_ERROR_HEADER: &str = "x-last-error";
+pub const REASON_HEADER: &str = "x-reason";
+pub const ORIGINAL_QUEUE_HEADER: &str = "x-original-queue";
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
+pub const DEAD_LETTERED_AT_HEADER: &str = "x-dead-lettered-at";
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Applied,
+    /// Already in the inbox: acked without effect.
+    Duplicate,
+    Retry(String),
+    DeadLetter { reason: &'static str, error: String },
+}
+
+pub(crate) struct Consumer {
+    pub pool: PgPool,
+    pub subscriber: Arc<Subscriber>,
+    pub outbox: Outbox,
+    pub names: QueueNames,
+    pub config: BusConfig,
+    /// The channel deliveries arrive on.
+    pub channel: Channel,
+    /// A confirm-mode channel for republishing to hold and dead-letter queues: the original
+    /// is acked only once its copy is safely stored.
+    pub side: Channel,
+    pub health: Arc<BusHealth>,
+}
+
+impl Consumer {
+    /// Consumes until `stop` (then finishes the deliveries in flight) or the channel fails.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), BusError> {
+        self.channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("{}-{}", self.subscriber.name(), uuid::Uuid::now_v7());
+        let consumer = self
+            .channel
+            .basic_consume(
+                self.names.main.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.health.set_consuming(true);
+        tracing::info!(queue = %self.names.main, prefetch = self.config.prefetch,
+            concurrency = self.config.concurrency, "consuming");
+
+        let this = &self;
+        let result = consumer
+            .take_until(stop.cancelled())
+            .map_err(BusError::Broker)
+            .try_for_each_concurrent(self.config.concurrency, |delivery| async move {
+                this.process(delivery).await
+            })
+            .await;
+        self.health.set_consuming(false);
+        // Deliveries prefetched but not started stay unacked: the broker redelivers them.
+        let _ = self
+            .channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        result
+    }
+
+    async fn process(&self, delivery: Delivery) -> Result<(), BusError> {
+        let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(1);
+        let outcome = self.apply(&delivery.data).await;
+        match &outcome {
+            Outcome::Applied | Outcome::Duplicate => {}
+            Outcome::Retry(error) if attempt < self.config.max_attempts => {
+                let delay = self.config.retry_delay(attempt);
+                tracing::warn!(queue = %self.names.main, attempt, ?delay, %error, "handler failed, will retry");
+                let mut headers = carried_headers(&delivery.properties);
+                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt((attempt + 1).into()));
+                set_errors(&mut headers, &delivery.properties, error);
+                self.republish(&self.names.hold(delay), &delivery, headers).await?;
+            }
+            Outcome::Retry(error) => {
+                self.dead_letter(&delivery, attempt, "retries-exhausted", error).await?;
+            }
+            Outcome::DeadLetter { reason, error } => {
+                self.dead_letter(&delivery, attempt, reason, error).await?;
+            }
+        }
+        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            // The channel died after we did the work: the broker will redeliver, and the
+            // inbox (or the copy already in a hold/dead-letter queue) makes that harmless.
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+        }
+        Ok(())
+    }
+
+    /// Applies one message body: the whole exactly-once path.
+    pub(crate) async fn apply(&self, body: &[u8]) -> Outcome {
+        let raw = match RawEnvelope::parse(body) {
+            Ok(raw) => raw,
+            Err(e) => return Outcome::DeadLetter { reason: e.kind(), error: e.to_string() },
+        };
+        let handler = match self.subscriber.handler_for(&raw.meta.event_type) {
+            Ok(h) => h,
+            Err(e) => return Outcome::DeadLetter { reason: e.kind(), error: e.to_string() },
+        };
+        let decoded = match handler.decode(&raw) {
+            Ok(d) => d,
+            Err(e) => return Outcome::DeadLetter { reason: e.kind(), error: e.to_string() },
+        };
+        let work = async {
+            let mut tx = self.pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO events_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(self.subscriber.name())
+            .bind(raw.meta.id)
+            .bind(&raw.meta.event_type)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(Outcome::Duplicate);
+            }
+            let mut ctx = Context::new(&mut tx, &self.outbox, &raw.meta);
+            handler.call(&mut ctx, decoded).await?;
+            tx.commit().await?;
+            Ok::<_, HandlerError>(Outcome::Applied)
+        };
+        match tokio::time::timeout(self.config.handler_timeout, work).await {
+            Ok(Ok(outcome)) => {
+                if outcome == Outcome::Duplicate {
+                    tracing::debug!(event_id = %raw.meta.id, "duplicate event skipped");
+                }
+                outcome
+            }
+            Ok(Err(HandlerError::Transient(e))) => Outcome::Retry(format!("{e:#}")),
+            Ok(Err(HandlerError::Permanent(e))) => Outcome::DeadLetter {
+                reason: "handler-rejected",
+                error: format!("{e:#}"),
+            },
+            Err(_) => Outcome::Retry(format!(
+                "handler did not finish within {:?}",
+                self.config.handler_timeout
+            )),
+        }
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, attempts: u32, reason: &str, error: &str) -> Result<(), BusError> {
+        tracing::error!(queue = %self.names.main, reason, attempts, %error, "dead-lettering message");
+        let mut headers = carried_headers(&delivery.properties);
+        headers.insert(REASON_HEADER.into(), long(reason));
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempts.into()));
+        set_errors(&mut headers, &delivery.properties, error);
+        if !headers.inner().contains_key(ORIGINAL_QUEUE_HEADER) {
+            headers.insert(ORIGINAL_QUEUE_HEADER.into(), long(&self.names.main));
+            headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), long(delivery.routing_key.as_str()));
+        }
+        headers.insert(DEAD_LETTERED_AT_HEADER.into(), long(&Utc::now().to_rfc3339()));
+        self.republish(&self.names.dead_letter, delivery, headers).await
+    }
+
+    /// Publishes a copy of `delivery` straight to `queue` and waits for the broker's confirm.
+    async fn republish(&self, queue: &str, delivery: &Delivery, headers: FieldTable) -> Result<(), BusError> {
+        let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+        let confirmation = self
+            .side
+            .basic_publish(
+                "".into(),
+                short(queue),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await?;
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            other => Err(BusError::Topology {
+                what: queue.to_string(),
+                reason: format!("republish not confirmed: {other:?}"),
+            }),
+        }
+    }
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Headers of the incoming message, kept on its copies (trace context, first error, origin).
+fn carried_headers(props: &BasicProperties) -> FieldTable {
+    props.headers().clone().unwrap_or_default()
+}
+
+/// Errors can be long (a JSON parser quoting the input): keep headers bounded.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn set_errors(headers: &mut FieldTable, props: &BasicProperties, error: &str) {
+    let error = truncate(error, 2000);
+    if header_str(props, FIRST_ERROR_HEADER).is_none() {
+        headers.insert(FIRST_ERROR_HEADER.into(), long(error));
+    }
+    headers.insert(LAST_ERROR_HEADER.into(), long(error));
+}
+
+pub fn header_u32(props: &BasicProperties, key: &str) -> Option<u32> {
+    let value = props.headers().as_ref()?.inner().get(key)?;
+    let n: i64 = match value {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
+
+pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}

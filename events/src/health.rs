@@ -1,0 +1,59 @@
+//! What the bus reports to `/readyz`: each step of a broker session, as it happens.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Default)]
+pub struct BusHealth {
+    connected: AtomicBool,
+    consuming: AtomicBool,
+    /// Whether this bus has consumers at all (a publish-only bus is ready without them).
+    has_consumers: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BusStatus {
+    pub broker_connected: bool,
+    pub consumers_running: bool,
+    pub last_error: Option<String>,
+}
+
+impl BusStatus {
+    pub fn ready(&self) -> bool {
+        self.broker_connected && self.consumers_running
+    }
+}
+
+impl BusHealth {
+    pub(crate) fn set_has_consumers(&self, v: bool) {
+        self.has_consumers.store(v, Ordering::SeqCst);
+    }
+    pub(crate) fn set_connected(&self, v: bool) {
+        self.connected.store(v, Ordering::SeqCst);
+        if !v {
+            self.consuming.store(false, Ordering::SeqCst);
+        }
+    }
+    pub(crate) fn set_consuming(&self, v: bool) {
+        self.consuming.store(v, Ordering::SeqCst);
+    }
+    pub(crate) fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    pub fn status(&self) -> BusStatus {
+        let connected = self.connected.load(Ordering::SeqCst);
+        BusStatus {
+            broker_connected: connected,
+            consumers_running: connected
+                && (!self.has_consumers.load(Ordering::SeqCst)
+                    || self.consuming.load(Ordering::SeqCst)),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}

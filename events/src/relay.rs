@@ -1,0 +1,293 @@
+//! The outbox relay: publishes pending outbox rows with publisher confirms and marks them sent
+//! only after the broker's ack. Replicas share the table through `FOR UPDATE SKIP LOCKED`.
+
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation};
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{BusConfig, RelayConfig};
+use crate::envelope::CONTENT_TYPE;
+use crate::error::BusError;
+
+const NOTIFY_CHANNEL: &str = "events_outbox";
+
+/// One outbox row as the relay reads it.
+struct PendingRow {
+    seq: i64,
+    event_id: Uuid,
+    event_type: String,
+    source: String,
+    correlation_id: Option<String>,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    payload: String,
+    attempts: i32,
+}
+
+/// AMQP properties mirroring the envelope, so tools that never parse the body still see
+/// id, type and correlation.
+fn properties(row: &PendingRow) -> BasicProperties {
+    let app_id = row.source.rsplit('/').next().unwrap_or(&row.source);
+    let mut props = BasicProperties::default()
+        .with_message_id(row.event_id.to_string().into())
+        .with_type(short(&row.event_type))
+        .with_content_type(CONTENT_TYPE.into())
+        .with_timestamp(row.occurred_at.timestamp().max(0) as u64)
+        .with_app_id(short(app_id))
+        .with_delivery_mode(2);
+    if let Some(c) = &row.correlation_id {
+        props = props.with_correlation_id(short(c));
+    }
+    props
+}
+
+/// AMQP short strings are at most 255 bytes; truncate rather than panic on odd input.
+pub(crate) fn short(s: &str) -> ShortString {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortString::from(&s[..end])
+}
+
+/// Exponential backoff for a row whose publish failed: 1 s, 2 s, 4 s … capped at 5 minutes.
+fn row_backoff(attempts: i32) -> Duration {
+    let exp = attempts.clamp(1, 9) as u32 - 1;
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+pub(crate) struct Relay {
+    pub pool: PgPool,
+    pub channel: Channel,
+    pub exchange: String,
+    pub config: RelayConfig,
+    pub inbox_retention: Duration,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, channel: Channel, bus: &BusConfig, inbox_retention: Duration) -> Self {
+        Relay {
+            pool,
+            channel,
+            exchange: bus.exchange.clone(),
+            config: bus.relay.clone(),
+            inbox_retention,
+        }
+    }
+
+    /// Runs until `stop` is cancelled (after a final flush) or the broker fails.
+    /// Database errors are logged and retried here: they don't end the broker session.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), BusError> {
+        let mut listener: Option<PgListener> = None;
+        let mut last_cleanup = tokio::time::Instant::now();
+        loop {
+            if listener.is_none() {
+                listener = listen(&self.pool).await;
+            }
+            let full = match self.publish_batch().await {
+                Ok(n) => n as i64 >= self.config.batch_size,
+                Err(BusError::Database(e)) => {
+                    tracing::warn!(error = %e, "outbox relay: database unavailable, will retry");
+                    false
+                }
+                Err(e) => return Err(e),
+            };
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            if last_cleanup.elapsed() > Duration::from_secs(60) {
+                last_cleanup = tokio::time::Instant::now();
+                if let Err(e) = self.cleanup().await {
+                    tracing::warn!(error = %e, "outbox cleanup failed");
+                }
+            }
+            if full {
+                continue;
+            }
+            // Sleep until a commit notifies us, the poll interval passes, or we are stopped.
+            let wait = async {
+                match listener.as_mut() {
+                    Some(l) => match tokio::time::timeout(self.config.poll_interval, l.recv()).await
+                    {
+                        Ok(Ok(_)) | Err(_) => true,
+                        Ok(Err(_)) => false,
+                    },
+                    None => {
+                        tokio::time::sleep(self.config.poll_interval).await;
+                        true
+                    }
+                }
+            };
+            tokio::select! {
+                ok = wait => if !ok { listener = None; },
+                _ = stop.cancelled() => {
+                    // One last flush so a graceful stop leaves nothing that could have gone.
+                    let _ = self.publish_batch().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Claims up to `batch_size` due rows, publishes them all, awaits their confirms, and
+    /// records the outcome, in one transaction. Returns how many rows were claimed.
+    pub async fn publish_batch(&self) -> Result<usize, BusError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT seq, event_id, event_type, source, correlation_id, occurred_at, payload, attempts
+             FROM events_outbox
+             WHERE sent_at IS NULL AND parked_at IS NULL AND next_attempt_at <= now()
+             ORDER BY seq
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<PendingRow> = rows
+            .into_iter()
+            .map(|r| PendingRow {
+                seq: r.get(0),
+                event_id: r.get(1),
+                event_type: r.get(2),
+                source: r.get(3),
+                correlation_id: r.get(4),
+                occurred_at: r.get(5),
+                payload: r.get(6),
+                attempts: r.get(7),
+            })
+            .collect();
+
+        // Pipeline: send every message first, then collect the confirms.
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    short(&row.event_type),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    row.payload.as_bytes(),
+                    properties(row),
+                )
+                .await
+                // The channel is gone: leave every row pending (the transaction rolls back)
+                // and let the session reconnect. Nothing is marked sent without an ack.
+                .map_err(BusError::Broker)?;
+            confirms.push(confirm);
+        }
+
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(i64, String, bool)> = Vec::new();
+        for (row, confirm) in rows.iter().zip(confirms) {
+            let outcome = tokio::time::timeout(self.config.confirm_timeout, confirm).await;
+            let error = match outcome {
+                Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => None,
+                Ok(Ok(Confirmation::Ack(Some(returned)))) => Some(format!(
+                    "unroutable: no queue is bound to {} on exchange {} ({})",
+                    row.event_type, self.exchange, returned.reply_text
+                )),
+                Ok(Ok(Confirmation::Nack(_))) => Some("the broker nacked the message".into()),
+                Ok(Err(e)) => return Err(BusError::Broker(e)),
+                Err(_) => Some(format!(
+                    "no confirm within {:?}",
+                    self.config.confirm_timeout
+                )),
+            };
+            match error {
+                None => sent.push(row.seq),
+                Some(e) => {
+                    let park = row.attempts + 1 >= self.config.max_attempts;
+                    tracing::warn!(event_id = %row.event_id, event_type = %row.event_type,
+                        attempts = row.attempts + 1, parked = park, error = %e, "outbox publish failed");
+                    failed.push((row.seq, e, park));
+                }
+            }
+        }
+
+        if !sent.is_empty() {
+            sqlx::query("UPDATE events_outbox SET sent_at = now(), attempts = attempts + 1 WHERE seq = ANY($1)")
+                .bind(&sent)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (seq, error, park) in &failed {
+            let attempts = rows.iter().find(|r| r.seq == *seq).map_or(1, |r| r.attempts + 1);
+            let delay = row_backoff(attempts);
+            sqlx::query(
+                "UPDATE events_outbox
+                 SET attempts = attempts + 1, last_error = $2,
+                     next_attempt_at = now() + make_interval(secs => $3),
+                     parked_at = CASE WHEN $4 THEN now() ELSE NULL END
+                 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(error)
+            .bind(delay.as_secs_f64())
+            .bind(park)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if !sent.is_empty() {
+            tracing::debug!(count = sent.len(), "outbox rows published");
+        }
+        Ok(rows.len())
+    }
+
+    async fn cleanup(&self) -> Result<(), sqlx::Error> {
+        let deleted = sqlx::query(
+            "DELETE FROM events_outbox WHERE sent_at < now() - make_interval(secs => $1)",
+        )
+        .bind(self.config.retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let inbox = sqlx::query(
+            "DELETE FROM events_inbox WHERE processed_at < now() - make_interval(secs => $1)",
+        )
+        .bind(self.inbox_retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted + inbox > 0 {
+            tracing::info!(outbox = deleted, inbox, "cleaned up sent outbox and old inbox rows");
+        }
+        Ok(())
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(pool).await.ok()?;
+    l.listen(NOTIFY_CHANNEL).await.ok()?;
+    Some(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(row_backoff(1), Duration::from_secs(1));
+        assert_eq!(row_backoff(3), Duration::from_secs(4));
+        assert_eq!(row_backoff(50), Duration::from_secs(256));
+    }
+
+    #[test]
+    fn short_strings_never_panic() {
+        let long = "é".repeat(300);
+        assert!(short(&long).as_str().len() <= 255);
+    }
+}
