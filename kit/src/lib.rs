@@ -1,1 +1,12 @@
+//! Plumbing shared by every shop service, so none of it is copied between them.
 
+pub mod db;
+pub mod http;
+pub mod ids;
+pub mod json;
+pub mod problem;
+pub mod service;
+
+pub use json::Json;
+pub use problem::Problem;
+pub use service::{Parts, Running, Service, ServiceConfig};

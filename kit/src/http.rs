@@ -1,0 +1,57 @@
+//! The HTTP shell every service shares: body limit, problem+json for unknown routes, health
+//! routes, request tracing, graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use events::BusHealth;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+
+/// Requests larger than this are refused with 413 before they are parsed.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct Readiness {
+    pool: PgPool,
+    bus: Arc<BusHealth>,
+}
+
+/// Wraps a service's routes with what every service has.
+pub fn app(routes: Router, pool: PgPool, bus: Arc<BusHealth>) -> Router {
+    let health = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Readiness { pool, bus });
+    routes
+        .merge(health)
+        .fallback(|| async { Problem::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Ready = database reachable, broker connected, consumers running. 503 with the details
+/// otherwise, so an orchestrator holds traffic back and an operator sees why.
+async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
+    let database = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&r.pool))
+        .await
+        .is_ok_and(|res| res.is_ok());
+    let bus = r.bus.status();
+    let ready = database && bus.ready();
+    let body = serde_json::json!({
+        "ready": ready,
+        "database": database,
+        "broker_connected": bus.broker_connected,
+        "consumers_running": bus.consumers_running,
+        "last_error": bus.last_error,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body))
+}

@@ -1,0 +1,79 @@
+//! Inventory's HTTP API.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json as JsonResponse, Router};
+use events::contracts::ProductRegistered;
+use kit::ids::{check_id, check_positive};
+use kit::{Json, Problem};
+use serde::Deserialize;
+
+use crate::store::{self, Product};
+use crate::AppState;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/products", post(register).get(list))
+        .route("/products/{sku}", get(get_one))
+        .route("/products/{sku}/restock", post(restock))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProduct {
+    sku: String,
+    name: String,
+    unit_price_cents: i64,
+    stock: i64,
+}
+
+async fn register(State(s): State<AppState>, Json(p): Json<NewProduct>) -> Result<(StatusCode, JsonResponse<Product>), Problem> {
+    check_id("sku", &p.sku)?;
+    if p.name.trim().is_empty() || p.name.len() > 200 {
+        return Err(Problem::invalid("name", "name must be 1 to 200 characters"));
+    }
+    if p.unit_price_cents < 0 {
+        return Err(Problem::invalid("unit_price_cents", "unit_price_cents must not be negative"));
+    }
+    if p.stock < 0 {
+        return Err(Problem::invalid("stock", "stock must not be negative"));
+    }
+    let sku = p.sku.clone();
+    let event = ProductRegistered {
+        sku: p.sku,
+        name: p.name,
+        unit_price_cents: p.unit_price_cents,
+        stock: p.stock,
+    };
+    match store::register(&s.pool, &s.outbox, event).await? {
+        Some(product) => Ok((StatusCode::CREATED, JsonResponse(product))),
+        None => Err(Problem::conflict("sku-exists", format!("a product with sku {sku} exists already")).with_field("sku")),
+    }
+}
+
+async fn list(State(s): State<AppState>) -> Result<JsonResponse<Vec<Product>>, Problem> {
+    Ok(JsonResponse(store::list(&s.pool).await?))
+}
+
+async fn get_one(State(s): State<AppState>, Path(sku): Path<String>) -> Result<JsonResponse<Product>, Problem> {
+    store::get(&s.pool, &sku)
+        .await?
+        .map(JsonResponse)
+        .ok_or_else(|| Problem::not_found(format!("no product with sku {sku}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Restock {
+    quantity: i64,
+}
+
+async fn restock(State(s): State<AppState>, Path(sku): Path<String>, Json(r): Json<Restock>) -> Result<JsonResponse<Product>, Problem> {
+    check_positive("quantity", r.quantity)?;
+    store::restock(&s.pool, &s.outbox, &sku, r.quantity)
+        .await?
+        .map(JsonResponse)
+        .ok_or_else(|| Problem::not_found(format!("no product with sku {sku}")))
+}
