@@ -7,6 +7,7 @@
 //!   (inbox in the handler's transaction), retries transient failures with backoff and
 //!   dead-letters the rest with the reason.
 
+pub mod admin;
 pub mod bus;
 pub mod config;
 pub mod consumer;

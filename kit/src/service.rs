@@ -62,8 +62,9 @@ impl Running {
     }
 }
 
-/// Creates the database if needed, migrates it, starts the bus and serves HTTP.
-pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running> {
+/// Creates the service's database if needed and runs its migrations (the library's outbox
+/// and inbox tables, then the service's own). Returns a pool on it.
+pub async fn migrate<S: Service>(config: &ServiceConfig) -> anyhow::Result<PgPool> {
     let redacted = events::config::redact_url(&config.database_url);
     db::ensure_database(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.db_max_connections)?;
@@ -74,6 +75,12 @@ pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running>
         .run(&pool)
         .await
         .with_context(|| format!("{}: cannot migrate {redacted}", S::NAME))?;
+    Ok(pool)
+}
+
+/// Creates the database if needed, migrates it, starts the bus and serves HTTP.
+pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running> {
+    let pool = migrate::<S>(&config).await?;
 
     let parts = S::build(pool.clone(), Outbox::new(S::NAME));
     let mut bus = Bus::new(config.bus.clone(), pool.clone(), S::NAME);

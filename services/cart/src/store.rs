@@ -3,13 +3,13 @@
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, PartialEq)]
 pub struct Item {
     pub sku: String,
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Cart {
     pub cart_id: String,
     pub items: Vec<Item>,

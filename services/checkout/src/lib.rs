@@ -15,7 +15,7 @@ use events::{Outbox, Subscriber};
 use sqlx::PgPool;
 
 pub use payment::{FakeGateway, PaymentGateway, PaymentOutcome};
-pub use store::{CatalogueEntry, Order};
+pub use store::{CatalogueEntry, Order, OrderLineView};
 
 /// The currency every price is in.
 pub const CURRENCY: &str = "GBP";

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, PartialEq)]
 pub struct CatalogueEntry {
     pub sku: String,
     pub name: Option<String>,
@@ -95,14 +95,14 @@ pub async fn release_reservation(conn: &mut PgConnection, order_id: Uuid, sku: &
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, sqlx::FromRow)]
 pub struct OrderLineView {
     pub sku: String,
     pub quantity: i64,
     pub unit_price_cents: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Order {
     pub order_id: Uuid,
     pub cart_id: String,

@@ -1,0 +1,4 @@
+pub mod dataset;
+mod run;
+
+pub use run::{DemoArgs, run};

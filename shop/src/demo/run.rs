@@ -1,0 +1,357 @@
+//! `shop demo`: the whole system on a real year of orders.
+//!
+//! Starts the three services in this process (own databases, exchange and queues, so it never
+//! touches a running shop), registers the products through inventory's API, replays invoices
+//! in date order as carts and checkouts, waits for the background updates, then reads every
+//! service's API back and checks that nothing was lost or applied twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use uuid::Uuid;
+
+use super::dataset::{self, Dataset, Invoice};
+use crate::client::{CheckoutLine, ShopClient};
+use crate::settings::{Settings, Which};
+use crate::system::System;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Invoices to replay, from the start of the year (the default takes about a minute).
+    #[arg(long, default_value_t = 1500)]
+    pub invoices: usize,
+    /// Replay the whole year (19,960 invoices, ~520,000 lines).
+    #[arg(long)]
+    pub all: bool,
+    /// Invoices in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// The Online Retail CSV (gzip).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Units of each product stocked beyond what the replay sells (stock ends at this).
+    #[arg(long, default_value_t = 10)]
+    pub spare_stock: i64,
+    /// How long to wait for the background updates after the last checkout.
+    #[arg(long, default_value = "120", value_parser = parse_secs)]
+    pub settle_timeout: Duration,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("seconds: {e}"))
+}
+
+/// The dataset, from `--data`, the working directory, or the source tree.
+fn data_path(arg: &Option<PathBuf>) -> PathBuf {
+    if let Some(p) = arg {
+        return p.clone();
+    }
+    let here = PathBuf::from(dataset::DEFAULT_PATH);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dataset::DEFAULT_PATH)
+}
+
+/// The demo's own namespace on the configured servers.
+fn demo_settings(mut s: Settings) -> Settings {
+    s.database_prefix = "shop_demo_".into();
+    s.checkout_database_url = None;
+    s.cart_database_url = None;
+    s.inventory_database_url = None;
+    s.exchange = "shop.demo.events".into();
+    s.queue_prefix = "demo.".into();
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    s.checkout_addr = any;
+    s.cart_addr = any;
+    s.inventory_addr = any;
+    s
+}
+
+/// One replayed checkout.
+struct Placed {
+    order_id: Uuid,
+    cart_id: String,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Runs the demo; `Ok(false)` when a check failed.
+pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<bool> {
+    let path = data_path(&args.data);
+    println!("loading {}", path.display());
+    let load_started = Instant::now();
+    let full = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || dataset::load(&path)
+    })
+    .await??;
+    let data: Dataset = if args.all { full.clone() } else { full.first_invoices(args.invoices) };
+    println!(
+        "loaded {} invoices and {} products in {:.1}s; replaying {} invoices ({} products)",
+        full.invoices.len(),
+        full.products.len(),
+        load_started.elapsed().as_secs_f64(),
+        data.invoices.len(),
+        data.products.len()
+    );
+
+    let settings = demo_settings(settings);
+    reset(&settings).await?;
+    let system = System::start(&settings).await.context("starting the services")?;
+    println!(
+        "services: checkout http://{}  cart http://{}  inventory http://{}",
+        system.addr(Which::Checkout),
+        system.addr(Which::Cart),
+        system.addr(Which::Inventory)
+    );
+    let client = ShopClient::new(system.addr(Which::Checkout), system.addr(Which::Cart), system.addr(Which::Inventory));
+    let result = replay(&args, &data, &client).await;
+    system.shutdown().await;
+    let ok = result?;
+    println!(
+        "\nThe demo's databases ({}checkout, …) and queues ({}*) are left for inspection; the next run resets them.",
+        settings.database_prefix, settings.queue_prefix
+    );
+    Ok(ok)
+}
+
+/// Drops the demo's databases and queues from a previous run.
+async fn reset(settings: &Settings) -> anyhow::Result<()> {
+    for which in Which::ALL {
+        kit::db::drop_database(&settings.database_url(which))
+            .await
+            .with_context(|| format!("resetting the demo database of {}", which.name()))?;
+    }
+    events::admin::delete_topology(&settings.bus(), &["checkout", "cart", "inventory"])
+        .await
+        .with_context(|| format!("resetting the demo queues on {}", settings.bus().redacted_url()))?;
+    Ok(())
+}
+
+async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow::Result<bool> {
+    let sold = data.units_by_sku();
+    let opening: BTreeMap<&str, i64> = data
+        .products
+        .iter()
+        .map(|p| (p.sku.as_str(), sold.get(&p.sku).copied().unwrap_or(0) + args.spare_stock))
+        .collect();
+    let prices: HashMap<&str, i64> = data.products.iter().map(|p| (p.sku.as_str(), p.unit_price_cents)).collect();
+
+    // 1. The catalogue, through inventory's API.
+    let pb = bar(data.products.len() as u64, "products");
+    stream::iter(&data.products)
+        .map(|p| {
+            let stock = opening[p.sku.as_str()];
+            let pb = &pb;
+            async move {
+                client
+                    .register_product(&p.sku, &p.name, p.unit_price_cents, stock)
+                    .await
+                    .with_context(|| format!("registering {}", p.sku))?;
+                pb.inc(1);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<()>()
+        .await?;
+    pb.finish();
+
+    // 2. Checkout learns the catalogue from inventory's events, not from a call.
+    let expected = data.products.len();
+    let started = Instant::now();
+    crate::wait::until("checkout's catalogue to receive every product", Duration::from_secs(120), Duration::from_millis(200), || async {
+        let known = client.catalogue().await.ok()?;
+        let ready = known.iter().filter(|e| e.unit_price_cents.is_some() && e.stock_version >= 1).count();
+        (ready >= expected).then_some(())
+    })
+    .await?;
+    println!("checkout's catalogue replica has all {expected} products ({:.1}s after registration)", started.elapsed().as_secs_f64());
+
+    // 3. The replay: each invoice fills a cart, then checks it out.
+    let pb = bar(data.invoices.len() as u64, "checkouts");
+    let replay_started = Instant::now();
+    let placed: Vec<Placed> = stream::iter(&data.invoices)
+        .map(|invoice| {
+            let pb = &pb;
+            async move {
+                let placed = place(client, invoice).await?;
+                pb.inc(1);
+                anyhow::Ok(placed)
+            }
+        })
+        .buffered(args.concurrency)
+        .try_collect()
+        .await?;
+    pb.finish();
+    let replay_time = replay_started.elapsed();
+
+    // 4. Wait for both background updates of every order.
+    let settle_started = Instant::now();
+    let pb = bar(placed.len() as u64, "background");
+    let mut pending: Vec<&Placed> = placed.iter().collect();
+    let mut orders = HashMap::with_capacity(placed.len());
+    let deadline = Instant::now() + args.settle_timeout;
+    while !pending.is_empty() && Instant::now() < deadline {
+        let fetched: Vec<_> = stream::iter(pending.iter().map(|p| p.order_id))
+            .map(|id| async move { (id, client.order(id).await) })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        for (id, order) in fetched {
+            if let Ok(Some(order)) = order
+                && order.cart_updated
+                && order.inventory_updated
+            {
+                orders.insert(id, order);
+                pb.inc(1);
+            }
+        }
+        pending.retain(|p| !orders.contains_key(&p.order_id));
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    pb.finish();
+    let settle_time = settle_started.elapsed();
+
+    // 5. Read every service back and check conservation.
+    let mut checks: Vec<(String, bool)> = Vec::new();
+    checks.push((
+        format!("every paid order shows cart_updated and inventory_updated ({} of {})", orders.len(), placed.len()),
+        pending.is_empty(),
+    ));
+
+    let carts: Vec<(String, usize)> = stream::iter(&placed)
+        .map(|p| async move { client.cart(&p.cart_id).await.map(|c| (p.cart_id.clone(), c.items.len())) })
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
+    let still_full = carts.iter().filter(|(_, n)| *n > 0).count();
+    checks.push((format!("no checked-out cart still holds what it bought ({still_full} do)"), still_full == 0));
+
+    let products = client.products().await?;
+    let wrong_stock: Vec<String> = products
+        .iter()
+        .filter(|p| Some(&p.stock) != opening.get(p.sku.as_str()).map(|o| o - sold.get(&p.sku).copied().unwrap_or(0)).as_ref())
+        .map(|p| p.sku.clone())
+        .collect();
+    checks.push((
+        format!(
+            "each product's stock = opening stock - units sold ({} products, {} wrong{})",
+            products.len(),
+            wrong_stock.len(),
+            if wrong_stock.is_empty() { String::new() } else { format!(": {}", wrong_stock.iter().take(5).cloned().collect::<Vec<_>>().join(", ")) }
+        ),
+        wrong_stock.is_empty() && products.len() == data.products.len(),
+    ));
+
+    let catalogue = client.catalogue().await?;
+    let inventory_stock: HashMap<&str, i64> = products.iter().map(|p| (p.sku.as_str(), p.stock)).collect();
+    let replica_off = catalogue
+        .iter()
+        .filter(|e| e.reserved != 0 || inventory_stock.get(e.sku.as_str()) != Some(&e.stock))
+        .count();
+    checks.push((
+        format!("checkout's replica agrees with inventory, no reservation left ({replica_off} skus differ)"),
+        replica_off == 0 && catalogue.len() == products.len(),
+    ));
+
+    let wrong_totals = orders
+        .values()
+        .filter(|o| o.total_cents != o.lines.iter().map(|l| l.quantity * prices[l.sku.as_str()]).sum::<i64>())
+        .count();
+    checks.push((format!("every order total = quantities x catalogue prices ({wrong_totals} wrong)"), wrong_totals == 0));
+
+    // 6. The summary.
+    let lines: usize = data.invoices.iter().map(|i| i.lines.len()).sum();
+    let units: i64 = sold.values().sum();
+    let mut lags: Vec<Duration> = orders
+        .values()
+        .filter_map(|o| {
+            let done = o.cart_updated_at?.max(o.inventory_updated_at?);
+            (done - o.paid_at).to_std().ok()
+        })
+        .collect();
+    lags.sort();
+    let carts_emptied = carts.iter().filter(|(_, n)| *n == 0).count();
+
+    println!("\n== shop demo: summary ==");
+    println!("checkouts          {:>10}", placed.len());
+    println!("lines              {:>10}", lines);
+    println!("carts emptied      {:>10}", carts_emptied);
+    println!("units moved        {:>10}", units);
+    println!("products           {:>10}", data.products.len());
+    println!(
+        "replay             {:>10.1} s  ({:.0} checkouts/s, {:.0} HTTP requests/s incl. cart fills)",
+        replay_time.as_secs_f64(),
+        placed.len() as f64 / replay_time.as_secs_f64(),
+        (placed.len() + lines) as f64 / replay_time.as_secs_f64()
+    );
+    println!("background settled {:>10.1} s after the last checkout", settle_time.as_secs_f64());
+    println!(
+        "payment -> both updates: p50 {}  p99 {}  max {}",
+        ms(percentile(&lags, 0.50)),
+        ms(percentile(&lags, 0.99)),
+        ms(lags.last().copied().unwrap_or_default())
+    );
+    println!("\n-- checks --");
+    for (what, ok) in &checks {
+        println!("[{}] {what}", if *ok { " ok " } else { "FAIL" });
+    }
+    println!("\n-- the data's mess (whole file, {} rows read, {} kept) --", data.mess.rows_read, data.mess.rows_kept);
+    for (reason, count) in data.mess.entries() {
+        println!("{count:>8}  {reason}");
+    }
+    let ok = checks.iter().all(|(_, ok)| *ok);
+    println!("\n{}", if ok { "all checks passed" } else { "SOME CHECKS FAILED" });
+    Ok(ok)
+}
+
+/// Fills the invoice's cart line by line, then checks it out.
+async fn place(client: &ShopClient, invoice: &Invoice) -> anyhow::Result<Placed> {
+    let cart_id = format!("inv-{}", invoice.invoice_no);
+    for line in &invoice.lines {
+        client
+            .set_cart_item(&cart_id, &line.sku, line.quantity)
+            .await
+            .with_context(|| format!("invoice {}: adding {} to the cart", invoice.invoice_no, line.sku))?;
+    }
+    let lines: Vec<CheckoutLine> = invoice
+        .lines
+        .iter()
+        .map(|l| CheckoutLine { sku: l.sku.clone(), quantity: l.quantity })
+        .collect();
+    let order = client
+        .checkout(&cart_id, invoice.customer_id.as_deref(), &lines, "tok_visa")
+        .await
+        .with_context(|| format!("invoice {}: checkout", invoice.invoice_no))?;
+    Ok(Placed { order_id: order.order_id, cart_id })
+}

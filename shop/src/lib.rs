@@ -1,0 +1,12 @@
+//! The `shop` command's library: settings, starting services, the HTTP client, the demo.
+//! Everything testable lives here; `main.rs` only parses the command line.
+
+pub mod client;
+pub mod demo;
+pub mod settings;
+pub mod system;
+pub mod wait;
+
+pub use client::ShopClient;
+pub use settings::{Settings, Which};
+pub use system::System;

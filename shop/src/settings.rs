@@ -1,0 +1,191 @@
+//! Every setting of the `shop` command, in one place: each is a flag and an environment
+//! variable, documented by `--help`, with defaults that work against a local RabbitMQ and
+//! PostgreSQL.
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+use events::{BusConfig, QueueType};
+use kit::ServiceConfig;
+
+/// The three services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    Checkout,
+    Cart,
+    Inventory,
+}
+
+impl Which {
+    pub const ALL: [Which; 3] = [Which::Checkout, Which::Cart, Which::Inventory];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Checkout => "checkout",
+            Which::Cart => "cart",
+            Which::Inventory => "inventory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueKind {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// RabbitMQ URL (the password is never logged).
+    #[arg(long, env = "AMQP_URL", default_value = events::config::DEFAULT_AMQP_URL, hide_env_values = true, global = true)]
+    pub amqp_url: String,
+
+    /// The topic exchange every event goes through.
+    #[arg(long, env = "SHOP_EXCHANGE", default_value = events::config::DEFAULT_EXCHANGE, global = true)]
+    pub exchange: String,
+
+    /// Prepended to every queue name (several systems on one broker).
+    #[arg(long, env = "SHOP_QUEUE_PREFIX", default_value = "", global = true)]
+    pub queue_prefix: String,
+
+    /// Queue type of the services' queues.
+    #[arg(long, env = "SHOP_QUEUE_TYPE", value_enum, default_value = "quorum", global = true)]
+    pub queue_type: QueueKind,
+
+    /// PostgreSQL server URL; each service uses its own database on it
+    /// (<prefix>checkout, <prefix>cart, <prefix>inventory), created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432", hide_env_values = true, global = true)]
+    pub database_url: String,
+
+    /// Prefix of the services' database names.
+    #[arg(long, env = "SHOP_DATABASE_PREFIX", default_value = "shop_", global = true)]
+    pub database_prefix: String,
+
+    /// Full database URL for checkout (overrides DATABASE_URL for it).
+    #[arg(long, env = "CHECKOUT_DATABASE_URL", hide_env_values = true, global = true)]
+    pub checkout_database_url: Option<String>,
+    /// Full database URL for cart.
+    #[arg(long, env = "CART_DATABASE_URL", hide_env_values = true, global = true)]
+    pub cart_database_url: Option<String>,
+    /// Full database URL for inventory.
+    #[arg(long, env = "INVENTORY_DATABASE_URL", hide_env_values = true, global = true)]
+    pub inventory_database_url: Option<String>,
+
+    /// Where checkout's HTTP API listens.
+    #[arg(long, env = "CHECKOUT_ADDR", default_value = "127.0.0.1:8081", global = true)]
+    pub checkout_addr: SocketAddr,
+    /// Where cart's HTTP API listens.
+    #[arg(long, env = "CART_ADDR", default_value = "127.0.0.1:8082", global = true)]
+    pub cart_addr: SocketAddr,
+    /// Where inventory's HTTP API listens.
+    #[arg(long, env = "INVENTORY_ADDR", default_value = "127.0.0.1:8083", global = true)]
+    pub inventory_addr: SocketAddr,
+
+    /// Database connections per service instance.
+    #[arg(long, env = "SHOP_DB_POOL", default_value_t = 16, global = true)]
+    pub db_pool: u32,
+
+    /// Deliveries the broker hands each service before acks (bounds memory).
+    #[arg(long, env = "SHOP_PREFETCH", default_value_t = 64, global = true)]
+    pub prefetch: u16,
+
+    /// Event handlers running at once per service.
+    #[arg(long, env = "SHOP_CONCURRENCY", default_value_t = 8, global = true)]
+    pub concurrency: usize,
+
+    /// Attempts before a failing event is dead-lettered.
+    #[arg(long, env = "SHOP_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    pub max_attempts: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Wrapper::parse_from(["shop"]).settings
+    }
+}
+
+impl Settings {
+    pub fn bus(&self) -> BusConfig {
+        BusConfig {
+            amqp_url: self.amqp_url.clone(),
+            exchange: self.exchange.clone(),
+            queue_prefix: self.queue_prefix.clone(),
+            queue_type: match self.queue_type {
+                QueueKind::Quorum => QueueType::Quorum,
+                QueueKind::Classic => QueueType::Classic,
+            },
+            prefetch: self.prefetch,
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+            ..BusConfig::default()
+        }
+    }
+
+    pub fn database_url(&self, which: Which) -> String {
+        let explicit = match which {
+            Which::Checkout => &self.checkout_database_url,
+            Which::Cart => &self.cart_database_url,
+            Which::Inventory => &self.inventory_database_url,
+        };
+        explicit
+            .clone()
+            .unwrap_or_else(|| with_database(&self.database_url, &format!("{}{}", self.database_prefix, which.name())))
+    }
+
+    pub fn addr(&self, which: Which) -> SocketAddr {
+        match which {
+            Which::Checkout => self.checkout_addr,
+            Which::Cart => self.cart_addr,
+            Which::Inventory => self.inventory_addr,
+        }
+    }
+
+    pub fn service(&self, which: Which) -> ServiceConfig {
+        ServiceConfig {
+            http_addr: self.addr(which),
+            database_url: self.database_url(which),
+            db_max_connections: self.db_pool,
+            bus: self.bus(),
+        }
+    }
+}
+
+/// `postgres://u@h:5432` + `shop_cart` → `postgres://u@h:5432/shop_cart` (a database already in
+/// the URL is replaced; query parameters such as sslmode are kept).
+pub fn with_database(server_url: &str, database: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (server_url, None),
+    };
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
+    let host = rest.split('/').next().unwrap_or(rest);
+    match query {
+        Some(q) => format!("{scheme}://{host}/{database}?{q}"),
+        None => format!("{scheme}://{host}/{database}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_put_into_the_server_url() {
+        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432", "shop_cart"), "postgres://postgres@127.0.0.1:5432/shop_cart");
+        assert_eq!(with_database("postgres://p:x@db:5432/", "a"), "postgres://p:x@db:5432/a");
+        assert_eq!(with_database("postgres://p@db/other?sslmode=require", "a"), "postgres://p@db/a?sslmode=require");
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::default();
+        assert_eq!(s.checkout_addr.port(), 8081);
+        assert_eq!(s.database_url(Which::Inventory), "postgres://postgres@127.0.0.1:5432/shop_inventory");
+    }
+}
