@@ -7,6 +7,7 @@
 //! exhausted retries) goes to the dead-letter queue with the reason, then the original is acked.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
@@ -94,15 +95,24 @@ impl Consumer {
             .channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
+        let _ = self.side.close(200, "consumer stopped".into()).await;
+        let _ = self.channel.close(200, "consumer stopped".into()).await;
         result
     }
 
     async fn process(&self, delivery: Delivery) -> Result<(), BusError> {
         let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(1);
         let outcome = self.apply(&delivery.data).await;
+        let counters = self.health.counters();
         match &outcome {
-            Outcome::Applied | Outcome::Duplicate => {}
+            Outcome::Applied => {
+                counters.applied.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Duplicate => {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
             Outcome::Retry(error) if attempt < self.config.max_attempts => {
+                counters.retried.fetch_add(1, Ordering::Relaxed);
                 let delay = self.config.retry_delay(attempt);
                 tracing::warn!(queue = %self.names.main, attempt, ?delay, %error, "handler failed, will retry");
                 let mut headers = carried_headers(&delivery.properties);
@@ -112,9 +122,11 @@ impl Consumer {
             }
             Outcome::Retry(error) => {
                 self.dead_letter(&delivery, attempt, "retries-exhausted", error).await?;
+                counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::DeadLetter { reason, error } => {
                 self.dead_letter(&delivery, attempt, reason, error).await?;
+                counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {

@@ -1,7 +1,7 @@
 //! What the bus reports to `/readyz`: each step of a broker session, as it happens.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct BusHealth {
@@ -10,6 +10,24 @@ pub struct BusHealth {
     /// Whether this bus has consumers at all (a publish-only bus is ready without them).
     has_consumers: AtomicBool,
     last_error: Mutex<Option<String>>,
+    counters: Counters,
+}
+
+/// What the consumer did with deliveries since start (per process).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CountersSnapshot {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -40,6 +58,20 @@ impl BusHealth {
     }
     pub(crate) fn set_error(&self, e: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let c = &self.counters;
+        CountersSnapshot {
+            applied: c.applied.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+        }
     }
 
     pub fn status(&self) -> BusStatus {

@@ -27,7 +27,7 @@ pub use contract::Event;
 pub use envelope::{DecodeError, Envelope, Meta, RawEnvelope};
 pub use error::BusError;
 pub use handler::{Context, Handler, HandlerError, Subscriber};
-pub use health::{BusHealth, BusStatus};
+pub use health::{BusHealth, BusStatus, CountersSnapshot};
 pub use outbox::Outbox;
 
 /// Creates or updates the outbox and inbox tables. They are tracked in their own migrations

@@ -98,6 +98,7 @@ impl Relay {
                 Err(e) => return Err(e),
             };
             if stop.is_cancelled() {
+                let _ = self.channel.close(200, "relay stopped".into()).await;
                 return Ok(());
             }
             if last_cleanup.elapsed() > Duration::from_secs(60) {
@@ -128,6 +129,7 @@ impl Relay {
                 _ = stop.cancelled() => {
                     // One last flush so a graceful stop leaves nothing that could have gone.
                     let _ = self.publish_batch().await;
+                    let _ = self.channel.close(200, "relay stopped".into()).await;
                     return Ok(());
                 }
             }

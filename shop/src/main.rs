@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Probe { .. });
     // The demo draws a progress bar: only warnings interrupt it unless RUST_LOG says otherwise.
-    init_logging(cli.log_format, if quiet { "warn" } else { "info,sqlx=warn,lapin=warn" });
+    init_logging(cli.log_format, if quiet { "warn,sqlx::query=error" } else { "info,sqlx=warn,lapin=warn" });
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
