@@ -166,3 +166,37 @@ impl Subscriber {
         Err(DecodeError::UnknownType(event_type.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::StockChanged;
+
+    struct Noop;
+
+    #[async_trait]
+    impl Handler<StockChanged> for Noop {
+        async fn handle(&self, _: &mut Context<'_>, _: Envelope<StockChanged>) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    fn reason(s: &Subscriber, t: &str) -> &'static str {
+        s.handler_for(t).err().map_or("found", |e| e.kind())
+    }
+
+    #[test]
+    fn dispatch_tells_unknown_types_from_unsupported_versions() {
+        let s = Subscriber::new("checkout").on::<StockChanged, _>(Noop);
+        assert_eq!(s.event_types(), vec!["inventory.stock_changed.v1"]);
+        assert_eq!(reason(&s, "inventory.stock_changed.v1"), "found");
+        assert_eq!(reason(&s, "inventory.stock_changed.v2"), "unsupported-version");
+        assert_eq!(reason(&s, "inventory.something_else.v1"), "unknown-type");
+        assert_eq!(reason(&s, "garbage"), "unknown-type");
+    }
+
+    #[test]
+    fn integrity_errors_are_permanent_and_the_rest_transient() {
+        assert!(matches!(HandlerError::from(sqlx::Error::PoolTimedOut), HandlerError::Transient(_)));
+    }
+}
