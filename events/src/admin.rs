@@ -50,3 +50,133 @@ pub async fn queue_depth(config: &BusConfig, queue: &str) -> Result<Option<u32>,
         Err(e) => Err(e),
     }
 }
+
+/// One message in a dead-letter queue, as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: Option<u32>,
+    pub first_error: Option<String>,
+    pub last_error: Option<String>,
+    pub original_queue: Option<String>,
+    pub dead_lettered_at: Option<String>,
+    /// The body as text (lossy where it is not UTF-8: a malformed message may not be).
+    pub body: String,
+    pub body_bytes: usize,
+}
+
+impl DeadLetter {
+    fn from_delivery(props: &lapin::BasicProperties, data: &[u8]) -> Self {
+        use crate::consumer::*;
+        DeadLetter {
+            message_id: props.message_id().as_ref().map(|s| s.to_string()),
+            event_type: props.kind().as_ref().map(|s| s.to_string()),
+            reason: header_str(props, REASON_HEADER),
+            attempts: header_u32(props, ATTEMPT_HEADER),
+            first_error: header_str(props, FIRST_ERROR_HEADER),
+            last_error: header_str(props, LAST_ERROR_HEADER),
+            original_queue: header_str(props, ORIGINAL_QUEUE_HEADER),
+            dead_lettered_at: header_str(props, DEAD_LETTERED_AT_HEADER),
+            body: String::from_utf8_lossy(data).into_owned(),
+            body_bytes: data.len(),
+        }
+    }
+
+    /// The id operators name a message by: its message id, else the envelope's id.
+    pub fn id(&self) -> Option<String> {
+        self.message_id.clone().or_else(|| {
+            serde_json::from_str::<serde_json::Value>(&self.body)
+                .ok()?
+                .get("id")?
+                .as_str()
+                .map(str::to_string)
+        })
+    }
+}
+
+/// Reads up to `limit` messages of `consumer`'s dead-letter queue without removing them
+/// (they are fetched unacked and returned to the queue when the channel closes).
+pub async fn list_dead_letters(config: &BusConfig, consumer: &str, limit: usize) -> Result<Vec<DeadLetter>, lapin::Error> {
+    let names = QueueNames::new(config, consumer);
+    let conn = connect(config).await?;
+    let channel = conn.create_channel().await?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let got = channel
+            .basic_get(names.dead_letter.as_str().into(), lapin::options::BasicGetOptions { no_ack: false })
+            .await?;
+        let Some(message) = got else { break };
+        out.push(DeadLetter::from_delivery(&message.delivery.properties, &message.delivery.data));
+    }
+    let _ = channel.close(200, "browsed".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(out)
+}
+
+/// Moves dead letters back to `consumer`'s queue (all, or those whose id is in `ids`), with
+/// the attempt count reset: they go through the normal path again, inbox included, so one
+/// that was in fact applied already is skipped. Returns how many were replayed.
+pub async fn replay_dead_letters(config: &BusConfig, consumer: &str, ids: Option<&[String]>) -> Result<usize, lapin::Error> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::types::AMQPValue;
+
+    let names = QueueNames::new(config, consumer);
+    let conn = connect(config).await?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut replayed = 0;
+    // Each message is seen once: those not selected stay unacked until the channel closes.
+    loop {
+        let got = channel
+            .basic_get(names.dead_letter.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?;
+        let Some(message) = got else { break };
+        let delivery = message.delivery;
+        let letter = DeadLetter::from_delivery(&delivery.properties, &delivery.data);
+        if let Some(ids) = ids
+            && !letter.id().is_some_and(|id| ids.contains(&id))
+        {
+            continue;
+        }
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut cleaned = FieldTable::default();
+        for (k, v) in headers.inner().iter() {
+            if !k.as_str().starts_with("x-") {
+                cleaned.insert(k.clone(), v.clone());
+            }
+        }
+        cleaned.insert(crate::consumer::ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(1));
+        headers = cleaned;
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                names.main.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &delivery.data,
+                delivery.properties.clone().with_headers(headers),
+            )
+            .await?
+            .await?;
+        if matches!(confirm, lapin::Confirmation::Ack(None)) {
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            replayed += 1;
+        }
+    }
+    let _ = channel.close(200, "replayed".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(replayed)
+}
+
+/// Empties `consumer`'s dead-letter queue; returns how many messages were dropped.
+pub async fn purge_dead_letters(config: &BusConfig, consumer: &str) -> Result<u32, lapin::Error> {
+    let names = QueueNames::new(config, consumer);
+    let conn = connect(config).await?;
+    let channel = conn.create_channel().await?;
+    let n = channel
+        .queue_purge(names.dead_letter.as_str().into(), lapin::options::QueuePurgeOptions::default())
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(n)
+}

@@ -32,6 +32,7 @@ pub struct Bus {
     pool: PgPool,
     outbox: Outbox,
     subscriber: Option<Arc<Subscriber>>,
+    health: Arc<BusHealth>,
 }
 
 /// A running bus. Dropping it does not stop it; call `shutdown`.
@@ -61,7 +62,14 @@ impl Bus {
             pool,
             outbox: Outbox::new(service),
             subscriber: None,
+            health: Arc::new(BusHealth::default()),
         }
+    }
+
+    /// Reports into `health` (shared with a readiness route created before the bus).
+    pub fn with_health(mut self, health: Arc<BusHealth>) -> Self {
+        self.health = health;
+        self
     }
 
     pub fn subscribe(mut self, subscriber: Subscriber) -> Self {
@@ -70,7 +78,7 @@ impl Bus {
     }
 
     pub fn start(self) -> BusHandle {
-        let health = Arc::new(BusHealth::default());
+        let health = self.health.clone();
         health.set_has_consumers(self.subscriber.is_some());
         let stop = CancellationToken::new();
         let task = tokio::spawn(self.supervise(health.clone(), stop.clone()));

@@ -44,6 +44,9 @@ pub enum Outcome {
     /// Already in the inbox: acked without effect.
     Duplicate,
     Retry(String),
+    /// The database is unreachable: wait and come back without spending an attempt, so an
+    /// outage of any length dead-letters nothing.
+    Unavailable(String),
     DeadLetter { reason: &'static str, error: String },
 }
 
@@ -110,6 +113,14 @@ impl Consumer {
             }
             Outcome::Duplicate => {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Unavailable(error) => {
+                counters.retried.fetch_add(1, Ordering::Relaxed);
+                let delay = self.config.retry_delay(1);
+                tracing::warn!(queue = %self.names.main, ?delay, %error, "database unavailable, holding the message");
+                let mut headers = carried_headers(&delivery.properties);
+                set_errors(&mut headers, &delivery.properties, error);
+                self.republish(&self.names.hold(delay), &delivery, headers).await?;
             }
             Outcome::Retry(error) if attempt < self.config.max_attempts => {
                 counters.retried.fetch_add(1, Ordering::Relaxed);
@@ -178,6 +189,7 @@ impl Consumer {
                 }
                 outcome
             }
+            Ok(Err(HandlerError::Transient(e))) if database_unavailable(&e) => Outcome::Unavailable(format!("{e:#}")),
             Ok(Err(HandlerError::Transient(e))) => Outcome::Retry(format!("{e:#}")),
             Ok(Err(HandlerError::Permanent(e))) => Outcome::DeadLetter {
                 reason: "handler-rejected",
@@ -226,6 +238,16 @@ impl Consumer {
             }),
         }
     }
+}
+
+/// Connection-level database failures (as opposed to a handler's own transient error).
+fn database_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        )
+    })
 }
 
 fn long(s: &str) -> AMQPValue {

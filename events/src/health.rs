@@ -44,7 +44,7 @@ impl BusStatus {
 }
 
 impl BusHealth {
-    pub(crate) fn set_has_consumers(&self, v: bool) {
+    pub fn set_has_consumers(&self, v: bool) {
         self.has_consumers.store(v, Ordering::SeqCst);
     }
     pub(crate) fn set_connected(&self, v: bool) {
@@ -56,7 +56,7 @@ impl BusHealth {
     pub(crate) fn set_consuming(&self, v: bool) {
         self.consuming.store(v, Ordering::SeqCst);
     }
-    pub(crate) fn set_error(&self, e: Option<String>) {
+    pub fn set_error(&self, e: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 

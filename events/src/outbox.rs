@@ -72,3 +72,54 @@ pub async fn enqueue<E: Event>(
     .await?;
     Ok(m.id)
 }
+
+/// The outbox as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxStatus {
+    pub pending: i64,
+    pub parked: i64,
+    pub sent: i64,
+    /// Age in seconds of the oldest pending row (0 when none): the relay's lag.
+    pub oldest_pending_secs: f64,
+    pub parked_rows: Vec<ParkedRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct ParkedRow {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub parked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn status(pool: &sqlx::PgPool) -> Result<OutboxStatus, sqlx::Error> {
+    let (pending, parked, sent, oldest): (i64, i64, i64, f64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE sent_at IS NULL AND parked_at IS NULL),
+                count(*) FILTER (WHERE parked_at IS NOT NULL),
+                count(*) FILTER (WHERE sent_at IS NOT NULL),
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE sent_at IS NULL AND parked_at IS NULL)), 0)::float8
+         FROM events_outbox",
+    )
+    .fetch_one(pool)
+    .await?;
+    let parked_rows = sqlx::query_as(
+        "SELECT event_id, event_type, attempts, last_error, parked_at FROM events_outbox
+         WHERE parked_at IS NOT NULL ORDER BY seq LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(OutboxStatus { pending, parked, sent, oldest_pending_secs: oldest, parked_rows })
+}
+
+/// Puts parked rows (all, or one) back in the relay's queue with a fresh attempt count.
+pub async fn retry_parked(pool: &sqlx::PgPool, event_id: Option<Uuid>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE events_outbox SET parked_at = NULL, attempts = 0, next_attempt_at = now()
+         WHERE parked_at IS NOT NULL AND ($1::uuid IS NULL OR event_id = $1)",
+    )
+    .bind(event_id)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -2,10 +2,12 @@
 //! order. A service crate only says what it is (a [`Service`]); this does the rest.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use events::{Bus, BusConfig, BusHandle, Outbox, Subscriber};
+use events::{Bus, BusConfig, BusHandle, BusHealth, Outbox, Subscriber};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,14 +43,16 @@ pub struct Running {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub pool: PgPool,
+    health: Arc<BusHealth>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    bus: BusHandle,
+    /// Migrates (retrying while the database is down), then starts the bus.
+    starter: tokio::task::JoinHandle<Option<BusHandle>>,
 }
 
 impl Running {
-    pub fn bus_health(&self) -> std::sync::Arc<events::BusHealth> {
-        self.bus.health()
+    pub fn bus_health(&self) -> Arc<BusHealth> {
+        self.health.clone()
     }
 
     /// Graceful stop: no new HTTP requests (in-flight ones finish), then the bus drains
@@ -56,44 +60,51 @@ impl Running {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.server.await;
-        self.bus.shutdown().await;
+        if let Ok(Some(bus)) = self.starter.await {
+            bus.shutdown().await;
+        }
         self.pool.close().await;
         tracing::info!(service = self.name, "stopped");
     }
 }
 
 /// Creates the service's database if needed and runs its migrations (the library's outbox
-/// and inbox tables, then the service's own). Returns a pool on it.
-pub async fn migrate<S: Service>(config: &ServiceConfig) -> anyhow::Result<PgPool> {
+/// and inbox tables, then the service's own).
+pub async fn migrate_pool<S: Service>(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<()> {
     let redacted = events::config::redact_url(&config.database_url);
     db::ensure_database(&config.database_url).await?;
-    let pool = db::pool(&config.database_url, config.db_max_connections)?;
-    events::migrate(&pool)
+    events::migrate(pool)
         .await
         .with_context(|| format!("{}: cannot migrate the outbox/inbox tables in {redacted}", S::NAME))?;
     S::migrator()
-        .run(&pool)
+        .run(pool)
         .await
         .with_context(|| format!("{}: cannot migrate {redacted}", S::NAME))?;
+    Ok(())
+}
+
+/// `shop migrate`: create and migrate, failing at once if the database is unreachable.
+pub async fn migrate<S: Service>(config: &ServiceConfig) -> anyhow::Result<PgPool> {
+    let pool = db::pool(&config.database_url, config.db_max_connections)?;
+    migrate_pool::<S>(config, &pool).await?;
     Ok(pool)
 }
 
-/// Creates the database if needed, migrates it, starts the bus and serves HTTP.
+/// Serves HTTP at once; in the background, creates and migrates the database (retrying with
+/// backoff while PostgreSQL is unreachable), then starts the bus (which itself retries while
+/// the broker is down). Until both are up, `/readyz` answers 503 and says why, so a service
+/// can start before its dependencies, as orchestrators do. Fails only if the port can't be
+/// bound.
 pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running> {
-    let pool = migrate::<S>(&config).await?;
-
+    let pool = db::pool(&config.database_url, config.db_max_connections)?;
     let parts = S::build(pool.clone(), Outbox::new(S::NAME));
-    let mut bus = Bus::new(config.bus.clone(), pool.clone(), S::NAME);
-    if let Some(subscriber) = parts.subscriber {
-        bus = bus.subscribe(subscriber);
-    }
-    let bus = bus.start();
+    let health = Arc::new(BusHealth::default());
 
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("{}: cannot listen on {} (is another instance running there?)", S::NAME, config.http_addr))?;
     let addr = listener.local_addr()?;
-    let app = http::app(parts.routes, pool.clone(), bus.health());
+    let app = http::app(parts.routes, pool.clone(), health.clone());
     let stop = CancellationToken::new();
     let server = tokio::spawn(
         axum::serve(listener, app)
@@ -101,5 +112,33 @@ pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running>
             .into_future(),
     );
     tracing::info!(service = S::NAME, %addr, "listening");
-    Ok(Running { name: S::NAME, addr, pool, stop, server, bus })
+
+    let starter = tokio::spawn({
+        let (pool, health, stop) = (pool.clone(), health.clone(), stop.clone());
+        let subscriber = parts.subscriber;
+        async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match migrate_pool::<S>(&config, &pool).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        tracing::warn!(service = S::NAME, error = %msg, retry_in = ?delay, "database not ready");
+                        health.set_error(Some(format!("database: {msg}")));
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            let mut bus = Bus::new(config.bus.clone(), pool, S::NAME).with_health(health);
+            if let Some(subscriber) = subscriber {
+                bus = bus.subscribe(subscriber);
+            }
+            Some(bus.start())
+        }
+    });
+    Ok(Running { name: S::NAME, addr, pool, health, stop, server, starter })
 }

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod ops;
 pub mod settings;
 pub mod system;
 pub mod wait;

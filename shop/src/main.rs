@@ -60,6 +60,12 @@ enum Command {
     },
     /// Replay the real Online Retail year through the three services and check the result.
     Demo(demo::DemoArgs),
+    /// Inspect, replay or purge a service's dead-letter queue.
+    #[command(subcommand)]
+    Dlq(shop::ops::DlqCommand),
+    /// Inspect a service's outbox, or retry its parked rows.
+    #[command(subcommand)]
+    Outbox(shop::ops::OutboxCommand),
     /// Exit 0 if URL answers 200 (a container healthcheck without curl).
     Probe {
         url: String,
@@ -78,7 +84,7 @@ fn init_logging(format: LogFormat, default: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Probe { .. });
+    let quiet = !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. });
     // The demo draws a progress bar: only warnings interrupt it unless RUST_LOG says otherwise.
     init_logging(cli.log_format, if quiet { "warn,sqlx::query=error" } else { "info,sqlx=warn,lapin=warn" });
     match run(cli).await {
@@ -118,6 +124,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             let ok = demo::run(args, settings).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Dlq(cmd) => {
+            shop::ops::dlq(cmd, &settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox(cmd) => {
+            shop::ops::outbox(cmd, &settings).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Probe { url } => {
             let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
