@@ -1,1 +1,8 @@
+//! End-to-end tests: each starts a whole shop against the real RabbitMQ and PostgreSQL.
+//! One binary, so the crate is built and linked once.
 
+mod bad_input;
+mod contracts;
+mod declined;
+mod duplicates;
+mod flow;

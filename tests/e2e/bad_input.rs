@@ -1,0 +1,215 @@
+//! Every refused request is an RFC 9457 problem with the right status, naming the field.
+
+use e2e::{TestShop, Which, expect_field_problem, expect_problem};
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+fn checkout(lines: Value) -> Value {
+    json!({"cart_id": "c1", "customer_id": "17850", "lines": lines, "payment_token": "tok_visa"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_problems_naming_the_field() {
+    let shop = TestShop::start().await;
+    shop.register("A", 100, 2).await;
+    let http = shop.client.http();
+    let checkouts = shop.url(Which::Checkout, "/checkouts");
+
+    // --- checkout ---
+    let r = http
+        .post(&checkouts)
+        .header(CONTENT_TYPE, "application/json")
+        .body(r#"{"cart_id": "c1", "lines": [}"#)
+        .send()
+        .await
+        .unwrap();
+    let p = expect_problem(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(p["type"], json!("/problems/malformed-json"), "{p}");
+    assert_eq!(p.get("field"), None, "{p}");
+
+    let r = shop
+        .post_json(
+            Which::Checkout,
+            "/checkouts",
+            &checkout(json!([{"sku": "A", "quantity": "two"}])),
+        )
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "lines[0].quantity").await;
+
+    let r = shop
+        .post_json(
+            Which::Checkout,
+            "/checkouts",
+            &json!({"cart_id": "c1", "lines": [{"sku": "A", "quantity": 1}]}),
+        )
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "payment_token").await;
+
+    let r = shop
+        .post_json(
+            Which::Checkout,
+            "/checkouts",
+            &checkout(json!([{"sku": "NOPE", "quantity": 1}])),
+        )
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "lines[0].sku").await;
+
+    for quantity in [0, -1] {
+        let r = shop
+            .post_json(
+                Which::Checkout,
+                "/checkouts",
+                &checkout(json!([{"sku": "A", "quantity": quantity}])),
+            )
+            .await;
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "lines[0].quantity").await;
+    }
+
+    let r = shop
+        .post_json(Which::Checkout, "/checkouts", &checkout(json!([])))
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "lines").await;
+
+    let r = shop
+        .post_json(
+            Which::Checkout,
+            "/checkouts",
+            &checkout(json!([{"sku": "A", "quantity": 3}])),
+        )
+        .await;
+    let p = expect_field_problem(r, StatusCode::CONFLICT, "lines[0].quantity").await;
+    assert_eq!(p["type"], json!("/problems/insufficient-stock"), "{p}");
+
+    let mut big = checkout(json!([{"sku": "A", "quantity": 1}]));
+    big["padding"] = json!("x".repeat(70 * 1024));
+    let r = shop.post_json(Which::Checkout, "/checkouts", &big).await;
+    let p = expect_problem(r, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(p["type"], json!("/problems/body-too-large"), "{p}");
+
+    let valid = checkout(json!([{"sku": "A", "quantity": 1}])).to_string();
+    let r = http.post(&checkouts).body(valid).send().await.unwrap();
+    let p = expect_problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(p["type"], json!("/problems/unsupported-media-type"), "{p}");
+
+    for id in ["not-a-uuid", "0193a5b0-7e1c-7a3e-9f00-1234567890ab"] {
+        let r = http
+            .get(shop.url(Which::Checkout, &format!("/orders/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let p = expect_problem(r, StatusCode::NOT_FOUND).await;
+        assert_eq!(p["type"], json!("/problems/not-found"), "{p}");
+    }
+
+    // None of it reserved, ordered or published anything.
+    let entry = shop.catalogue_entry("A").await.expect("A");
+    assert_eq!((entry.stock, entry.reserved, entry.available), (2, 0, 2));
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(shop.pool(Which::Checkout))
+        .await
+        .unwrap();
+    assert_eq!(orders, 0);
+    assert_eq!(shop.outbox_count(Which::Checkout, None).await, 0);
+
+    // --- cart ---
+    let put = |sku: &str, body: Value| {
+        http.put(shop.url(Which::Cart, &format!("/carts/c1/items/{sku}")))
+            .json(&body)
+            .send()
+    };
+    let r = put("A", json!({"quantity": -1})).await.unwrap();
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "quantity").await;
+    let r = put("a%20b", json!({"quantity": 1})).await.unwrap();
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
+    let r = put(&"x".repeat(65), json!({"quantity": 1})).await.unwrap();
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
+    let r = put(&"x".repeat(64), json!({"quantity": 1})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "64 characters are allowed");
+    let r = put(&"x".repeat(64), json!({"quantity": 0})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(shop.client.cart("c1").await.unwrap().items, vec![]);
+
+    // --- inventory ---
+    let r = shop
+        .post_json(
+            Which::Inventory,
+            "/products",
+            &json!({"sku": "A", "name": "again", "unit_price_cents": 1, "stock": 1}),
+        )
+        .await;
+    let p = expect_field_problem(r, StatusCode::CONFLICT, "sku").await;
+    assert_eq!(p["type"], json!("/problems/sku-exists"), "{p}");
+    let r = shop
+        .post_json(
+            Which::Inventory,
+            "/products",
+            &json!({"sku": "N", "name": "negative", "unit_price_cents": 1, "stock": -1}),
+        )
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "stock").await;
+    let r = shop
+        .post_json(
+            Which::Inventory,
+            "/products/A/restock",
+            &json!({"quantity": 0}),
+        )
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "quantity").await;
+    assert_eq!(shop.client.product("N").await.unwrap(), None);
+    let a = shop.client.product("A").await.unwrap().expect("A");
+    assert_eq!(
+        (a.name.as_str(), a.unit_price_cents, a.stock, a.version),
+        ("product A", 100, 2, 1)
+    );
+    // Only A's registration was published (product_registered + stock_changed).
+    assert_eq!(shop.outbox_count(Which::Inventory, None).await, 2);
+
+    // --- unknown routes, on every service ---
+    for which in Which::ALL {
+        let r = http
+            .get(shop.url(which, "/no/such/route"))
+            .send()
+            .await
+            .unwrap();
+        let p = expect_problem(r, StatusCode::NOT_FOUND).await;
+        assert_eq!(p["type"], json!("/problems/not-found"), "{p}");
+    }
+    shop.stop().await;
+}
+
+/// A known method on a known path that doesn't take it: still a problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "product defect: kit/src/http.rs has no method_not_allowed_fallback, so a 405 has an empty body and no problem+json content type"]
+async fn a_wrong_method_is_a_problem() {
+    let shop = TestShop::start().await;
+    let http = shop.client.http();
+    for (which, path) in [
+        (Which::Checkout, "/checkouts"),
+        (Which::Cart, "/carts/c1/items/A"),
+        (Which::Inventory, "/products"),
+    ] {
+        let r = http.delete(shop.url(which, path)).send().await.unwrap();
+        expect_problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+    shop.stop().await;
+}
+
+/// A restock that would overflow the stock is the client's error, not the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "product defect: services/inventory/src/http.rs restock has no upper bound; i64::MAX overflows `stock + $2` in PostgreSQL (SQLSTATE 22003) and answers 500"]
+async fn an_overflowing_restock_is_refused() {
+    let shop = TestShop::start().await;
+    shop.register("A", 100, 2).await;
+    let r = shop
+        .post_json(
+            Which::Inventory,
+            "/products/A/restock",
+            &json!({"quantity": i64::MAX}),
+        )
+        .await;
+    expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "quantity").await;
+    let a = shop.client.product("A").await.unwrap().expect("A");
+    assert_eq!((a.stock, a.version), (2, 1));
+    shop.stop().await;
+}
