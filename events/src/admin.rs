@@ -20,13 +20,23 @@ pub async fn delete_topology(config: &BusConfig, consumers: &[&str]) -> Result<(
     for consumer in consumers {
         let names = QueueNames::new(config, consumer);
         let mut queues = vec![names.main.clone(), names.dead_letter.clone()];
-        queues.extend(config.distinct_retry_delays().into_iter().map(|d| names.hold(d)));
+        queues.extend(
+            config
+                .distinct_retry_delays()
+                .into_iter()
+                .map(|d| names.hold(d)),
+        );
         for q in queues {
-            channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+            channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await?;
         }
     }
     channel
-        .exchange_delete(config.exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .exchange_delete(
+            config.exchange.as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
         .await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
@@ -39,7 +49,10 @@ pub async fn queue_depth(config: &BusConfig, queue: &str) -> Result<Option<u32>,
     let result = channel
         .queue_declare(
             queue.into(),
-            QueueDeclareOptions { passive: true, ..Default::default() },
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await;
@@ -98,17 +111,27 @@ impl DeadLetter {
 
 /// Reads up to `limit` messages of `consumer`'s dead-letter queue without removing them
 /// (they are fetched unacked and returned to the queue when the channel closes).
-pub async fn list_dead_letters(config: &BusConfig, consumer: &str, limit: usize) -> Result<Vec<DeadLetter>, lapin::Error> {
+pub async fn list_dead_letters(
+    config: &BusConfig,
+    consumer: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, lapin::Error> {
     let names = QueueNames::new(config, consumer);
     let conn = connect(config).await?;
     let channel = conn.create_channel().await?;
     let mut out = Vec::new();
     while out.len() < limit {
         let got = channel
-            .basic_get(names.dead_letter.as_str().into(), lapin::options::BasicGetOptions { no_ack: false })
+            .basic_get(
+                names.dead_letter.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
             .await?;
         let Some(message) = got else { break };
-        out.push(DeadLetter::from_delivery(&message.delivery.properties, &message.delivery.data));
+        out.push(DeadLetter::from_delivery(
+            &message.delivery.properties,
+            &message.delivery.data,
+        ));
     }
     let _ = channel.close(200, "browsed".into()).await;
     let _ = conn.close(200, "done".into()).await;
@@ -118,19 +141,30 @@ pub async fn list_dead_letters(config: &BusConfig, consumer: &str, limit: usize)
 /// Moves dead letters back to `consumer`'s queue (all, or those whose id is in `ids`), with
 /// the attempt count reset: they go through the normal path again, inbox included, so one
 /// that was in fact applied already is skipped. Returns how many were replayed.
-pub async fn replay_dead_letters(config: &BusConfig, consumer: &str, ids: Option<&[String]>) -> Result<usize, lapin::Error> {
-    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+pub async fn replay_dead_letters(
+    config: &BusConfig,
+    consumer: &str,
+    ids: Option<&[String]>,
+) -> Result<usize, lapin::Error> {
+    use lapin::options::{
+        BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    };
     use lapin::types::AMQPValue;
 
     let names = QueueNames::new(config, consumer);
     let conn = connect(config).await?;
     let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let mut replayed = 0;
     // Each message is seen once: those not selected stay unacked until the channel closes.
     loop {
         let got = channel
-            .basic_get(names.dead_letter.as_str().into(), BasicGetOptions { no_ack: false })
+            .basic_get(
+                names.dead_letter.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
             .await?;
         let Some(message) = got else { break };
         let delivery = message.delivery;
@@ -147,13 +181,19 @@ pub async fn replay_dead_letters(config: &BusConfig, consumer: &str, ids: Option
                 cleaned.insert(k.clone(), v.clone());
             }
         }
-        cleaned.insert(crate::consumer::ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(1));
+        cleaned.insert(
+            crate::consumer::ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(1),
+        );
         headers = cleaned;
         let confirm = channel
             .basic_publish(
                 "".into(),
                 names.main.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &delivery.data,
                 delivery.properties.clone().with_headers(headers),
             )
@@ -175,8 +215,28 @@ pub async fn purge_dead_letters(config: &BusConfig, consumer: &str) -> Result<u3
     let conn = connect(config).await?;
     let channel = conn.create_channel().await?;
     let n = channel
-        .queue_purge(names.dead_letter.as_str().into(), lapin::options::QueuePurgeOptions::default())
+        .queue_purge(
+            names.dead_letter.as_str().into(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
         .await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(n)
+}
+
+/// Declares the exchange and `subscriber`'s queues (what its bus declares on every connect).
+/// Run at provisioning time (`shop migrate`), so events published before a consumer's first
+/// start already have a queue to wait in.
+pub async fn declare_topology(
+    config: &BusConfig,
+    subscriber: &crate::Subscriber,
+) -> Result<(), lapin::Error> {
+    let conn = connect(config).await?;
+    let channel = conn.create_channel().await?;
+    crate::topology::declare_exchange(&channel, config).await?;
+    let names = QueueNames::new(config, subscriber.name());
+    crate::topology::declare_consumer_queues(&channel, config, &names, &subscriber.event_types())
+        .await?;
+    let _ = conn.close(200, "declared".into()).await;
+    Ok(())
 }

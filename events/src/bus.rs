@@ -123,7 +123,11 @@ impl Bus {
         }
     }
 
-    async fn session(&self, health: &Arc<BusHealth>, stop: &CancellationToken) -> Result<(), BusError> {
+    async fn session(
+        &self,
+        health: &Arc<BusHealth>,
+        stop: &CancellationToken,
+    ) -> Result<(), BusError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.outbox.service().to_string().into());
         let conn = tokio::select! {
@@ -136,11 +140,19 @@ impl Bus {
         topology::declare_exchange(&declare, &self.config)
             .await
             .map_err(|e| refused(&format!("exchange {}", self.config.exchange), e))?;
-        let names = self.subscriber.as_ref().map(|s| QueueNames::new(&self.config, s.name()));
+        let names = self
+            .subscriber
+            .as_ref()
+            .map(|s| QueueNames::new(&self.config, s.name()));
         if let (Some(sub), Some(names)) = (&self.subscriber, &names) {
             topology::declare_consumer_queues(&declare, &self.config, names, &sub.event_types())
                 .await
-                .map_err(|e| refused(&format!("queue {} (or its retry/dead-letter queues)", names.main), e))?;
+                .map_err(|e| {
+                    refused(
+                        &format!("queue {} (or its retry/dead-letter queues)", names.main),
+                        e,
+                    )
+                })?;
         }
         let _ = declare.close(200, "declared".into()).await;
         health.set_connected(true);
@@ -151,8 +163,15 @@ impl Bus {
         let mut tasks = JoinSet::new();
 
         let relay_channel = conn.create_channel().await?;
-        relay_channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let relay = Relay::new(self.pool.clone(), relay_channel, &self.config, self.config.inbox_retention);
+        relay_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let relay = Relay::new(
+            self.pool.clone(),
+            relay_channel,
+            &self.config,
+            self.config.inbox_retention,
+        );
         tasks.spawn(relay.run(session_stop.clone()));
 
         if let (Some(sub), Some(names)) = (&self.subscriber, names) {
@@ -196,7 +215,9 @@ impl Bus {
     }
 }
 
-async fn next_error(events: &mut (impl futures_util::Stream<Item = lapin::Event> + Unpin)) -> Option<lapin::Error> {
+async fn next_error(
+    events: &mut (impl futures_util::Stream<Item = lapin::Event> + Unpin),
+) -> Option<lapin::Error> {
     while let Some(event) = events.next().await {
         if let lapin::Event::Error(e) = event {
             return Some(e);
@@ -208,7 +229,10 @@ async fn next_error(events: &mut (impl futures_util::Stream<Item = lapin::Event>
 /// Turns a refused declare into an error that says what to look at.
 fn refused(what: &str, e: lapin::Error) -> BusError {
     if e.is_amqp_soft_error() || e.is_amqp_hard_error() {
-        BusError::Topology { what: what.to_string(), reason: e.to_string() }
+        BusError::Topology {
+            what: what.to_string(),
+            reason: e.to_string(),
+        }
     } else {
         BusError::Broker(e)
     }

@@ -98,7 +98,10 @@ impl BusConfig {
     /// The delay before retry `attempt` (the attempt that failed, 1-based).
     pub fn retry_delay(&self, attempt: u32) -> Duration {
         let i = (attempt.max(1) as usize - 1).min(self.retry_delays.len().saturating_sub(1));
-        self.retry_delays.get(i).copied().unwrap_or(Duration::from_secs(1))
+        self.retry_delays
+            .get(i)
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
     }
 
     pub fn distinct_retry_delays(&self) -> Vec<Duration> {
@@ -146,6 +149,9 @@ mod tests {
             redact_url("amqp://cart:s3cret@rabbit:5672/%2f"),
             "amqp://cart:***@rabbit:5672/%2f"
         );
-        assert_eq!(redact_url("postgres://postgres@db/x"), "postgres://postgres@db/x");
+        assert_eq!(
+            redact_url("postgres://postgres@db/x"),
+            "postgres://postgres@db/x"
+        );
     }
 }

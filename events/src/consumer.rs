@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use sqlx::PgPool;
@@ -47,7 +49,10 @@ pub enum Outcome {
     /// The database is unreachable: wait and come back without spending an attempt, so an
     /// outage of any length dead-letters nothing.
     Unavailable(String),
-    DeadLetter { reason: &'static str, error: String },
+    DeadLetter {
+        reason: &'static str,
+        error: String,
+    },
 }
 
 pub(crate) struct Consumer {
@@ -120,19 +125,25 @@ impl Consumer {
                 tracing::warn!(queue = %self.names.main, ?delay, %error, "database unavailable, holding the message");
                 let mut headers = carried_headers(&delivery.properties);
                 set_errors(&mut headers, &delivery.properties, error);
-                self.republish(&self.names.hold(delay), &delivery, headers).await?;
+                self.republish(&self.names.hold(delay), &delivery, headers)
+                    .await?;
             }
             Outcome::Retry(error) if attempt < self.config.max_attempts => {
                 counters.retried.fetch_add(1, Ordering::Relaxed);
                 let delay = self.config.retry_delay(attempt);
                 tracing::warn!(queue = %self.names.main, attempt, ?delay, %error, "handler failed, will retry");
                 let mut headers = carried_headers(&delivery.properties);
-                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt((attempt + 1).into()));
+                headers.insert(
+                    ATTEMPT_HEADER.into(),
+                    AMQPValue::LongLongInt((attempt + 1).into()),
+                );
                 set_errors(&mut headers, &delivery.properties, error);
-                self.republish(&self.names.hold(delay), &delivery, headers).await?;
+                self.republish(&self.names.hold(delay), &delivery, headers)
+                    .await?;
             }
             Outcome::Retry(error) => {
-                self.dead_letter(&delivery, attempt, "retries-exhausted", error).await?;
+                self.dead_letter(&delivery, attempt, "retries-exhausted", error)
+                    .await?;
                 counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::DeadLetter { reason, error } => {
@@ -152,15 +163,30 @@ impl Consumer {
     pub(crate) async fn apply(&self, body: &[u8]) -> Outcome {
         let raw = match RawEnvelope::parse(body) {
             Ok(raw) => raw,
-            Err(e) => return Outcome::DeadLetter { reason: e.kind(), error: e.to_string() },
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    reason: e.kind(),
+                    error: e.to_string(),
+                };
+            }
         };
         let handler = match self.subscriber.handler_for(&raw.meta.event_type) {
             Ok(h) => h,
-            Err(e) => return Outcome::DeadLetter { reason: e.kind(), error: e.to_string() },
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    reason: e.kind(),
+                    error: e.to_string(),
+                };
+            }
         };
         let decoded = match handler.decode(&raw) {
             Ok(d) => d,
-            Err(e) => return Outcome::DeadLetter { reason: e.kind(), error: e.to_string() },
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    reason: e.kind(),
+                    error: e.to_string(),
+                };
+            }
         };
         let work = async {
             let mut tx = self.pool.begin().await?;
@@ -189,7 +215,9 @@ impl Consumer {
                 }
                 outcome
             }
-            Ok(Err(HandlerError::Transient(e))) if database_unavailable(&e) => Outcome::Unavailable(format!("{e:#}")),
+            Ok(Err(HandlerError::Transient(e))) if database_unavailable(&e) => {
+                Outcome::Unavailable(format!("{e:#}"))
+            }
             Ok(Err(HandlerError::Transient(e))) => Outcome::Retry(format!("{e:#}")),
             Ok(Err(HandlerError::Permanent(e))) => Outcome::DeadLetter {
                 reason: "handler-rejected",
@@ -202,29 +230,53 @@ impl Consumer {
         }
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, attempts: u32, reason: &str, error: &str) -> Result<(), BusError> {
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        attempts: u32,
+        reason: &str,
+        error: &str,
+    ) -> Result<(), BusError> {
         tracing::error!(queue = %self.names.main, reason, attempts, %error, "dead-lettering message");
         let mut headers = carried_headers(&delivery.properties);
         headers.insert(REASON_HEADER.into(), long(reason));
-        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempts.into()));
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(attempts.into()),
+        );
         set_errors(&mut headers, &delivery.properties, error);
         if !headers.inner().contains_key(ORIGINAL_QUEUE_HEADER) {
             headers.insert(ORIGINAL_QUEUE_HEADER.into(), long(&self.names.main));
-            headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), long(delivery.routing_key.as_str()));
+            headers.insert(
+                ORIGINAL_ROUTING_KEY_HEADER.into(),
+                long(delivery.routing_key.as_str()),
+            );
         }
-        headers.insert(DEAD_LETTERED_AT_HEADER.into(), long(&Utc::now().to_rfc3339()));
-        self.republish(&self.names.dead_letter, delivery, headers).await
+        headers.insert(
+            DEAD_LETTERED_AT_HEADER.into(),
+            long(&Utc::now().to_rfc3339()),
+        );
+        self.republish(&self.names.dead_letter, delivery, headers)
+            .await
     }
 
     /// Publishes a copy of `delivery` straight to `queue` and waits for the broker's confirm.
-    async fn republish(&self, queue: &str, delivery: &Delivery, headers: FieldTable) -> Result<(), BusError> {
+    async fn republish(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        headers: FieldTable,
+    ) -> Result<(), BusError> {
         let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
         let confirmation = self
             .side
             .basic_publish(
                 "".into(),
                 short(queue),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &delivery.data,
                 properties,
             )
@@ -245,7 +297,12 @@ fn database_unavailable(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+            Some(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            )
         )
     })
 }

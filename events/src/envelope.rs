@@ -144,16 +144,15 @@ impl RawEnvelope {
     /// Parses `data` as `T`, naming the field that doesn't fit.
     pub fn decode<T: Event>(&self) -> Result<Envelope<T>, DecodeError> {
         let mut de = serde_json::Deserializer::from_str(self.data.get());
-        let data: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            DecodeError::InvalidData {
+        let data: T =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| DecodeError::InvalidData {
                 event_type: self.meta.event_type.clone(),
                 reason: if e.path().to_string() == "." {
                     e.inner().to_string()
                 } else {
                     format!("field `{}`: {}", e.path(), e.inner())
                 },
-            }
-        })?;
+            })?;
         Ok(Envelope {
             meta: self.meta.clone(),
             data,

@@ -84,7 +84,11 @@ pub trait Handler<E: Event>: Send + Sync + 'static {
 #[async_trait]
 pub(crate) trait ErasedHandler: Send + Sync {
     fn decode(&self, raw: &RawEnvelope) -> Result<Box<dyn Any + Send>, DecodeError>;
-    async fn call(&self, ctx: &mut Context<'_>, decoded: Box<dyn Any + Send>) -> Result<(), HandlerError>;
+    async fn call(
+        &self,
+        ctx: &mut Context<'_>,
+        decoded: Box<dyn Any + Send>,
+    ) -> Result<(), HandlerError>;
 }
 
 struct Typed<E, H> {
@@ -98,10 +102,14 @@ impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
         Ok(Box::new(raw.decode::<E>()?))
     }
 
-    async fn call(&self, ctx: &mut Context<'_>, decoded: Box<dyn Any + Send>) -> Result<(), HandlerError> {
-        let envelope = decoded
-            .downcast::<Envelope<E>>()
-            .map_err(|_| HandlerError::permanent(anyhow::anyhow!("decoded event of the wrong type")))?;
+    async fn call(
+        &self,
+        ctx: &mut Context<'_>,
+        decoded: Box<dyn Any + Send>,
+    ) -> Result<(), HandlerError> {
+        let envelope = decoded.downcast::<Envelope<E>>().map_err(|_| {
+            HandlerError::permanent(anyhow::anyhow!("decoded event of the wrong type"))
+        })?;
         self.handler.handle(ctx, *envelope).await
     }
 }
@@ -131,7 +139,11 @@ impl Subscriber {
                 _event: PhantomData,
             }),
         );
-        assert!(previous.is_none(), "two handlers registered for {}", E::TYPE);
+        assert!(
+            previous.is_none(),
+            "two handlers registered for {}",
+            E::TYPE
+        );
         self
     }
 
@@ -144,7 +156,10 @@ impl Subscriber {
     }
 
     /// The handler for `event_type`, or why there is none.
-    pub(crate) fn handler_for(&self, event_type: &str) -> Result<&Arc<dyn ErasedHandler>, DecodeError> {
+    pub(crate) fn handler_for(
+        &self,
+        event_type: &str,
+    ) -> Result<&Arc<dyn ErasedHandler>, DecodeError> {
         if let Some(h) = self.handlers.get(event_type) {
             return Ok(h);
         }
@@ -153,7 +168,11 @@ impl Subscriber {
             let handled: Vec<&str> = self
                 .handlers
                 .keys()
-                .filter_map(|t| split_version(t).filter(|(f, _)| *f == family).map(|(_, v)| v))
+                .filter_map(|t| {
+                    split_version(t)
+                        .filter(|(f, _)| *f == family)
+                        .map(|(_, v)| v)
+                })
                 .collect();
             if !handled.is_empty() {
                 return Err(DecodeError::UnsupportedVersion {
@@ -176,7 +195,11 @@ mod tests {
 
     #[async_trait]
     impl Handler<StockChanged> for Noop {
-        async fn handle(&self, _: &mut Context<'_>, _: Envelope<StockChanged>) -> Result<(), HandlerError> {
+        async fn handle(
+            &self,
+            _: &mut Context<'_>,
+            _: Envelope<StockChanged>,
+        ) -> Result<(), HandlerError> {
             Ok(())
         }
     }
@@ -190,13 +213,19 @@ mod tests {
         let s = Subscriber::new("checkout").on::<StockChanged, _>(Noop);
         assert_eq!(s.event_types(), vec!["inventory.stock_changed.v1"]);
         assert_eq!(reason(&s, "inventory.stock_changed.v1"), "found");
-        assert_eq!(reason(&s, "inventory.stock_changed.v2"), "unsupported-version");
+        assert_eq!(
+            reason(&s, "inventory.stock_changed.v2"),
+            "unsupported-version"
+        );
         assert_eq!(reason(&s, "inventory.something_else.v1"), "unknown-type");
         assert_eq!(reason(&s, "garbage"), "unknown-type");
     }
 
     #[test]
     fn integrity_errors_are_permanent_and_the_rest_transient() {
-        assert!(matches!(HandlerError::from(sqlx::Error::PoolTimedOut), HandlerError::Transient(_)));
+        assert!(matches!(
+            HandlerError::from(sqlx::Error::PoolTimedOut),
+            HandlerError::Transient(_)
+        ));
     }
 }

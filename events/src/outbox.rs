@@ -54,8 +54,7 @@ pub async fn enqueue<E: Event>(
     conn: &mut PgConnection,
     envelope: &Envelope<E>,
 ) -> Result<Uuid, sqlx::Error> {
-    let payload = serde_json::to_string(envelope)
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let payload = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let m = &envelope.meta;
     sqlx::query(
         "INSERT INTO events_outbox (event_id, event_type, source, subject, correlation_id, occurred_at, payload)
@@ -109,7 +108,13 @@ pub async fn status(pool: &sqlx::PgPool) -> Result<OutboxStatus, sqlx::Error> {
     )
     .fetch_all(pool)
     .await?;
-    Ok(OutboxStatus { pending, parked, sent, oldest_pending_secs: oldest, parked_rows })
+    Ok(OutboxStatus {
+        pending,
+        parked,
+        sent,
+        oldest_pending_secs: oldest,
+        parked_rows,
+    })
 }
 
 /// Puts parked rows (all, or one) back in the relay's queue with a fresh attempt count.

@@ -113,11 +113,12 @@ impl Relay {
             // Sleep until a commit notifies us, the poll interval passes, or we are stopped.
             let wait = async {
                 match listener.as_mut() {
-                    Some(l) => match tokio::time::timeout(self.config.poll_interval, l.recv()).await
-                    {
-                        Ok(Ok(_)) | Err(_) => true,
-                        Ok(Err(_)) => false,
-                    },
+                    Some(l) => {
+                        match tokio::time::timeout(self.config.poll_interval, l.recv()).await {
+                            Ok(Ok(_)) | Err(_) => true,
+                            Ok(Err(_)) => false,
+                        }
+                    }
                     None => {
                         tokio::time::sleep(self.config.poll_interval).await;
                         true
@@ -225,7 +226,10 @@ impl Relay {
                 .await?;
         }
         for (seq, error, park) in &failed {
-            let attempts = rows.iter().find(|r| r.seq == *seq).map_or(1, |r| r.attempts + 1);
+            let attempts = rows
+                .iter()
+                .find(|r| r.seq == *seq)
+                .map_or(1, |r| r.attempts + 1);
             let delay = row_backoff(attempts);
             sqlx::query(
                 "UPDATE events_outbox
@@ -264,7 +268,11 @@ impl Relay {
         .await?
         .rows_affected();
         if deleted + inbox > 0 {
-            tracing::info!(outbox = deleted, inbox, "cleaned up sent outbox and old inbox rows");
+            tracing::info!(
+                outbox = deleted,
+                inbox,
+                "cleaned up sent outbox and old inbox rows"
+            );
         }
         Ok(())
     }

@@ -19,14 +19,23 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .database("postgres")
         .connect()
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", events::config::redact_url(url)))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}",
+                events::config::redact_url(url)
+            )
+        })?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another replica created it at the same moment.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
@@ -49,9 +58,17 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
 /// Drops a database (tests and the demo's reset). Kicks out remaining connections.
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     let options = PgConnectOptions::from_str(url)?;
-    let name = options.get_database().context("no database in url")?.to_string();
+    let name = options
+        .get_database()
+        .context("no database in url")?
+        .to_string();
     let mut admin = options.database("postgres").connect().await?;
-    let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name.replace('"', "\"\""));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
+    let sql = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 use events::BusHealth;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
@@ -33,6 +33,13 @@ pub fn app(routes: Router, pool: PgPool, bus: Arc<BusHealth>) -> Router {
     routes
         .merge(health)
         .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not accept that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TraceLayer::new_for_http())
 }
@@ -40,9 +47,12 @@ pub fn app(routes: Router, pool: PgPool, bus: Arc<BusHealth>) -> Router {
 /// Ready = database reachable, broker connected, consumers running. 503 with the details
 /// otherwise, so an orchestrator holds traffic back and an operator sees why.
 async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
-    let database = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&r.pool))
-        .await
-        .is_ok_and(|res| res.is_ok());
+    let database = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&r.pool),
+    )
+    .await
+    .is_ok_and(|res| res.is_ok());
     let bus = r.bus.status();
     let ready = database && bus.ready();
     let body = serde_json::json!({
@@ -52,6 +62,10 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
         "consumers_running": bus.consumers_running,
         "last_error": bus.last_error,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body))
 }

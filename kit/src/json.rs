@@ -32,7 +32,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", format!("the body is larger than {} bytes", crate::http::BODY_LIMIT_BYTES))
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!(
+                        "the body is larger than {} bytes",
+                        crate::http::BODY_LIMIT_BYTES
+                    ),
+                )
             } else {
                 Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", e.body_text())
             }
@@ -49,9 +56,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         let inner = e.into_inner();
         let message = strip_position(&inner.to_string());
         match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", format!("the body is not valid JSON: {message}"))
-            }
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("the body is not valid JSON: {message}"),
+            ),
             serde_json::error::Category::Data => {
                 // "missing field `x`" is reported at the parent's path: name the field itself.
                 let field = match missing_field(&message) {
@@ -59,11 +70,26 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
                     Some(name) => format!("{path}.{name}"),
                     None => path,
                 };
-                Problem::invalid(field.clone(), format!("{field}: {message}"))
+                if field == "." {
+                    // The body itself is of the wrong shape (an array, a string…): no field to name.
+                    Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid-body",
+                        format!("the body must be a JSON object: {message}"),
+                    )
+                } else {
+                    Problem::invalid(field.clone(), format!("{field}: {message}"))
+                }
             }
         }
     })?;
-    de.end().map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "trailing characters after the JSON value"))?;
+    de.end().map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "trailing characters after the JSON value",
+        )
+    })?;
     Ok(value)
 }
 

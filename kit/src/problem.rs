@@ -86,9 +86,21 @@ impl IntoResponse for Problem {
 /// anything else a logged 500.
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Problem::unavailable(e),
-            _ => Problem::internal(e),
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => true,
+            // connection exceptions, shutdown in progress, a database not created yet
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "3D000"),
+            _ => false,
+        };
+        if unavailable {
+            Problem::unavailable(e)
+        } else {
+            Problem::internal(e)
         }
     }
 }

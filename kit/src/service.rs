@@ -55,6 +55,27 @@ impl Running {
         self.health.clone()
     }
 
+    /// Waits until the database is migrated and the broker session is up with its queues
+    /// declared and consumers running (what `/readyz` reports), or fails after `deadline`
+    /// with the last error seen.
+    pub async fn wait_ready(&self, deadline: Duration) -> anyhow::Result<()> {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let status = self.health.status();
+            if status.ready() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= end {
+                anyhow::bail!(
+                    "{} is not ready after {deadline:?}: {}",
+                    self.name,
+                    status.last_error.as_deref().unwrap_or("still connecting")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Graceful stop: no new HTTP requests (in-flight ones finish), then the bus drains
     /// in-flight deliveries and flushes the outbox.
     pub async fn shutdown(self) {
@@ -73,9 +94,12 @@ impl Running {
 pub async fn migrate_pool<S: Service>(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<()> {
     let redacted = events::config::redact_url(&config.database_url);
     db::ensure_database(&config.database_url).await?;
-    events::migrate(pool)
-        .await
-        .with_context(|| format!("{}: cannot migrate the outbox/inbox tables in {redacted}", S::NAME))?;
+    events::migrate(pool).await.with_context(|| {
+        format!(
+            "{}: cannot migrate the outbox/inbox tables in {redacted}",
+            S::NAME
+        )
+    })?;
     S::migrator()
         .run(pool)
         .await
@@ -90,6 +114,25 @@ pub async fn migrate<S: Service>(config: &ServiceConfig) -> anyhow::Result<PgPoo
     Ok(pool)
 }
 
+/// Declares the service's exchange and queues on the broker (idempotent).
+pub async fn declare_topology<S: Service>(
+    config: &ServiceConfig,
+    pool: PgPool,
+) -> anyhow::Result<()> {
+    if let Some(subscriber) = S::build(pool, Outbox::new(S::NAME)).subscriber {
+        events::admin::declare_topology(&config.bus, &subscriber)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: cannot declare its queues on {}",
+                    S::NAME,
+                    config.bus.redacted_url()
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Serves HTTP at once; in the background, creates and migrates the database (retrying with
 /// backoff while PostgreSQL is unreachable), then starts the bus (which itself retries while
 /// the broker is down). Until both are up, `/readyz` answers 503 and says why, so a service
@@ -100,9 +143,13 @@ pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running>
     let parts = S::build(pool.clone(), Outbox::new(S::NAME));
     let health = Arc::new(BusHealth::default());
 
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("{}: cannot listen on {} (is another instance running there?)", S::NAME, config.http_addr))?;
+    let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+        format!(
+            "{}: cannot listen on {} (is another instance running there?)",
+            S::NAME,
+            config.http_addr
+        )
+    })?;
     let addr = listener.local_addr()?;
     let app = http::app(parts.routes, pool.clone(), health.clone());
     let stop = CancellationToken::new();
@@ -140,5 +187,13 @@ pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running>
             Some(bus.start())
         }
     });
-    Ok(Running { name: S::NAME, addr, pool, health, stop, server, starter })
+    Ok(Running {
+        name: S::NAME,
+        addr,
+        pool,
+        health,
+        stop,
+        server,
+        starter,
+    })
 }

@@ -91,21 +91,44 @@ impl ShopClient {
     }
 
     /// Like `read`, but a 404 is `None`.
-    async fn read_optional<T: DeserializeOwned>(response: Response) -> Result<Option<T>, ClientError> {
+    async fn read_optional<T: DeserializeOwned>(
+        response: Response,
+    ) -> Result<Option<T>, ClientError> {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         Self::read(response).await.map(Some)
     }
 
-    pub async fn register_product(&self, sku: &str, name: &str, unit_price_cents: i64, stock: i64) -> Result<Product, ClientError> {
-        let body = json!({"sku": sku, "name": name, "unit_price_cents": unit_price_cents, "stock": stock});
-        Self::read(self.http.post(self.url(Which::Inventory, "/products")).json(&body).send().await?).await
+    pub async fn register_product(
+        &self,
+        sku: &str,
+        name: &str,
+        unit_price_cents: i64,
+        stock: i64,
+    ) -> Result<Product, ClientError> {
+        let body =
+            json!({"sku": sku, "name": name, "unit_price_cents": unit_price_cents, "stock": stock});
+        Self::read(
+            self.http
+                .post(self.url(Which::Inventory, "/products"))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn restock(&self, sku: &str, quantity: i64) -> Result<Product, ClientError> {
         let url = self.url(Which::Inventory, &format!("/products/{sku}/restock"));
-        Self::read(self.http.post(url).json(&json!({"quantity": quantity})).send().await?).await
+        Self::read(
+            self.http
+                .post(url)
+                .json(&json!({"quantity": quantity}))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn product(&self, sku: &str) -> Result<Option<Product>, ClientError> {
@@ -114,16 +137,40 @@ impl ShopClient {
     }
 
     pub async fn products(&self) -> Result<Vec<Product>, ClientError> {
-        Self::read(self.http.get(self.url(Which::Inventory, "/products")).send().await?).await
+        Self::read(
+            self.http
+                .get(self.url(Which::Inventory, "/products"))
+                .send()
+                .await?,
+        )
+        .await
     }
 
-    pub async fn set_cart_item(&self, cart_id: &str, sku: &str, quantity: i64) -> Result<Cart, ClientError> {
+    pub async fn set_cart_item(
+        &self,
+        cart_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<Cart, ClientError> {
         let url = self.url(Which::Cart, &format!("/carts/{cart_id}/items/{sku}"));
-        Self::read(self.http.put(url).json(&json!({"quantity": quantity})).send().await?).await
+        Self::read(
+            self.http
+                .put(url)
+                .json(&json!({"quantity": quantity}))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn cart(&self, cart_id: &str) -> Result<Cart, ClientError> {
-        Self::read(self.http.get(self.url(Which::Cart, &format!("/carts/{cart_id}"))).send().await?).await
+        Self::read(
+            self.http
+                .get(self.url(Which::Cart, &format!("/carts/{cart_id}")))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn checkout(
@@ -134,7 +181,14 @@ impl ShopClient {
         payment_token: &str,
     ) -> Result<Order, ClientError> {
         let body = json!({"cart_id": cart_id, "customer_id": customer_id, "lines": lines, "payment_token": payment_token});
-        Self::read(self.http.post(self.url(Which::Checkout, "/checkouts")).json(&body).send().await?).await
+        Self::read(
+            self.http
+                .post(self.url(Which::Checkout, "/checkouts"))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn order(&self, order_id: Uuid) -> Result<Option<Order>, ClientError> {
@@ -143,7 +197,13 @@ impl ShopClient {
     }
 
     pub async fn catalogue(&self) -> Result<Vec<CatalogueEntry>, ClientError> {
-        Self::read(self.http.get(self.url(Which::Checkout, "/catalogue")).send().await?).await
+        Self::read(
+            self.http
+                .get(self.url(Which::Checkout, "/catalogue"))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     /// `GET /readyz` of one service: true when it answers 200.

@@ -3,18 +3,28 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use shop::settings::{Settings, Which};
 use shop::demo;
+use shop::settings::{Settings, Which};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "shop", version, about = "A web shop whose services integrate through events on RabbitMQ.")]
+#[command(
+    name = "shop",
+    version,
+    about = "A web shop whose services integrate through events on RabbitMQ."
+)]
 struct Cli {
     #[command(flatten)]
     settings: Settings,
 
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
 
     #[command(subcommand)]
@@ -53,7 +63,8 @@ enum Command {
         #[arg(value_enum)]
         service: Target,
     },
-    /// Create the services' databases if missing and run their migrations.
+    /// Provision: create the services' databases if missing, run their migrations, and
+    /// declare their exchange and queues on the broker. Run it before a first deployment.
     Migrate {
         #[arg(value_enum, default_value = "all")]
         service: Target,
@@ -67,14 +78,14 @@ enum Command {
     #[command(subcommand)]
     Outbox(shop::ops::OutboxCommand),
     /// Exit 0 if URL answers 200 (a container healthcheck without curl).
-    Probe {
-        url: String,
-    },
+    Probe { url: String },
 }
 
 fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -86,7 +97,14 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. });
     // The demo draws a progress bar: only warnings interrupt it unless RUST_LOG says otherwise.
-    init_logging(cli.log_format, if quiet { "warn,sqlx::query=error" } else { "info,sqlx=warn,lapin=warn" });
+    init_logging(
+        cli.log_format,
+        if quiet {
+            "warn,sqlx::query=error"
+        } else {
+            "info,sqlx=warn,lapin=warn"
+        },
+    );
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -117,13 +135,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { service } => {
             for which in service.services() {
                 shop::system::migrate(which, &settings).await?;
-                println!("{}: migrated {}", which.name(), events::config::redact_url(&settings.database_url(which)));
+                println!(
+                    "{}: migrated {} and declared its queues on {}",
+                    which.name(),
+                    events::config::redact_url(&settings.database_url(which)),
+                    settings.bus().redacted_url()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             let ok = demo::run(args, settings).await?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Dlq(cmd) => {
             shop::ops::dlq(cmd, &settings).await?;
@@ -134,7 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe { url } => {
-            let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
             Ok(match client.get(&url).send().await {
                 Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
                 Ok(r) => {

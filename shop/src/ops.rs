@@ -61,7 +61,10 @@ pub enum OutboxCommand {
 }
 
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if flat.chars().count() > max {
         format!("{}…", flat.chars().take(max).collect::<String>())
     } else {
@@ -74,18 +77,30 @@ pub async fn dlq(cmd: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
     let broker = || format!("reading the dead-letter queue on {}", bus.redacted_url());
     match cmd {
         DlqCommand::List { service, limit } => {
-            let letters = events::admin::list_dead_letters(&bus, service.name(), limit).await.with_context(broker)?;
+            let letters = events::admin::list_dead_letters(&bus, service.name(), limit)
+                .await
+                .with_context(broker)?;
             let mut by_reason = std::collections::BTreeMap::<String, usize>::new();
             for l in &letters {
-                *by_reason.entry(l.reason.clone().unwrap_or_else(|| "(broker)".into())).or_default() += 1;
+                *by_reason
+                    .entry(l.reason.clone().unwrap_or_else(|| "(broker)".into()))
+                    .or_default() += 1;
             }
-            println!("{} dead letters in {}{}.dlq", letters.len(), settings.queue_prefix, service.name());
+            println!(
+                "{} dead letters in {}{}.dlq",
+                letters.len(),
+                settings.queue_prefix,
+                service.name()
+            );
             for (reason, n) in &by_reason {
                 println!("{n:>8}  {reason}");
             }
             if !letters.is_empty() {
                 println!();
-                println!("{:<38} {:<34} {:<22} {:>3}  last error", "id", "type", "reason", "att");
+                println!(
+                    "{:<38} {:<34} {:<22} {:>3}  last error",
+                    "id", "type", "reason", "att"
+                );
             }
             for l in &letters {
                 println!(
@@ -93,30 +108,48 @@ pub async fn dlq(cmd: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
                     l.id().unwrap_or_else(|| "-".into()),
                     l.event_type.as_deref().unwrap_or("-"),
                     l.reason.as_deref().unwrap_or("-"),
-                    l.attempts.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                    l.attempts
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     one_line(l.last_error.as_deref().unwrap_or("-"), 80)
                 );
             }
         }
         DlqCommand::Show { service, id } => {
-            let letters = events::admin::list_dead_letters(&bus, service.name(), usize::MAX).await.with_context(broker)?;
+            let letters = events::admin::list_dead_letters(&bus, service.name(), usize::MAX)
+                .await
+                .with_context(broker)?;
             let letter = letters
                 .into_iter()
                 .find(|l| l.id().as_deref() == Some(id.as_str()))
-                .with_context(|| format!("no dead letter with id {id} in {}'s dead-letter queue", service.name()))?;
+                .with_context(|| {
+                    format!(
+                        "no dead letter with id {id} in {}'s dead-letter queue",
+                        service.name()
+                    )
+                })?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
         DlqCommand::Replay { service, ids } => {
             let filter = (!ids.is_empty()).then_some(ids.as_slice());
-            let n = events::admin::replay_dead_letters(&bus, service.name(), filter).await.with_context(broker)?;
-            println!("replayed {n} dead letters to {}{}", settings.queue_prefix, service.name());
+            let n = events::admin::replay_dead_letters(&bus, service.name(), filter)
+                .await
+                .with_context(broker)?;
+            println!(
+                "replayed {n} dead letters to {}{}",
+                settings.queue_prefix,
+                service.name()
+            );
         }
         DlqCommand::Purge { service, yes } => {
             if !yes {
                 if !std::io::stdin().is_terminal() {
                     anyhow::bail!("purge drops messages for good: confirm with --yes");
                 }
-                print!("Drop every dead letter of {}? Type the service name to confirm: ", service.name());
+                print!(
+                    "Drop every dead letter of {}? Type the service name to confirm: ",
+                    service.name()
+                );
                 std::io::stdout().flush()?;
                 let mut answer = String::new();
                 std::io::stdin().read_line(&mut answer)?;
@@ -125,7 +158,9 @@ pub async fn dlq(cmd: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            let n = events::admin::purge_dead_letters(&bus, service.name()).await.with_context(broker)?;
+            let n = events::admin::purge_dead_letters(&bus, service.name())
+                .await
+                .with_context(broker)?;
             println!("purged {n} dead letters");
         }
     }
@@ -139,17 +174,38 @@ pub async fn outbox(cmd: OutboxCommand, settings: &Settings) -> anyhow::Result<(
     };
     let url = settings.database_url(service);
     let pool = kit::db::pool(&url, 2)?;
-    let context = || format!("reading {}'s outbox at {}", service.name(), events::config::redact_url(&url));
+    let context = || {
+        format!(
+            "reading {}'s outbox at {}",
+            service.name(),
+            events::config::redact_url(&url)
+        )
+    };
     match cmd {
         OutboxCommand::Status { .. } => {
             let s = events::outbox::status(&pool).await.with_context(context)?;
-            println!("{}: {} pending (oldest {:.1} s), {} parked, {} sent (kept for the retention period)", service.name(), s.pending, s.oldest_pending_secs, s.parked, s.sent);
+            println!(
+                "{}: {} pending (oldest {:.1} s), {} parked, {} sent (kept for the retention period)",
+                service.name(),
+                s.pending,
+                s.oldest_pending_secs,
+                s.parked,
+                s.sent
+            );
             for r in &s.parked_rows {
-                println!("parked {} {} after {} attempts: {}", r.event_id, r.event_type, r.attempts, r.last_error.as_deref().unwrap_or("-"));
+                println!(
+                    "parked {} {} after {} attempts: {}",
+                    r.event_id,
+                    r.event_type,
+                    r.attempts,
+                    r.last_error.as_deref().unwrap_or("-")
+                );
             }
         }
         OutboxCommand::Retry { .. } => {
-            let n = events::outbox::retry_parked(&pool, id).await.with_context(context)?;
+            let n = events::outbox::retry_parked(&pool, id)
+                .await
+                .with_context(context)?;
             println!("{n} parked rows put back in the relay's queue");
         }
     }

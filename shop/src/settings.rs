@@ -49,36 +49,78 @@ pub struct Settings {
     pub queue_prefix: String,
 
     /// Queue type of the services' queues.
-    #[arg(long, env = "SHOP_QUEUE_TYPE", value_enum, default_value = "quorum", global = true)]
+    #[arg(
+        long,
+        env = "SHOP_QUEUE_TYPE",
+        value_enum,
+        default_value = "quorum",
+        global = true
+    )]
     pub queue_type: QueueKind,
 
     /// PostgreSQL server URL; each service uses its own database on it
     /// (<prefix>checkout, <prefix>cart, <prefix>inventory), created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432",
+        hide_env_values = true,
+        global = true
+    )]
     pub database_url: String,
 
     /// Prefix of the services' database names.
-    #[arg(long, env = "SHOP_DATABASE_PREFIX", default_value = "shop_", global = true)]
+    #[arg(
+        long,
+        env = "SHOP_DATABASE_PREFIX",
+        default_value = "shop_",
+        global = true
+    )]
     pub database_prefix: String,
 
     /// Full database URL for checkout (overrides DATABASE_URL for it).
-    #[arg(long, env = "CHECKOUT_DATABASE_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CHECKOUT_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub checkout_database_url: Option<String>,
     /// Full database URL for cart.
     #[arg(long, env = "CART_DATABASE_URL", hide_env_values = true, global = true)]
     pub cart_database_url: Option<String>,
     /// Full database URL for inventory.
-    #[arg(long, env = "INVENTORY_DATABASE_URL", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "INVENTORY_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub inventory_database_url: Option<String>,
 
     /// Where checkout's HTTP API listens.
-    #[arg(long, env = "CHECKOUT_ADDR", default_value = "127.0.0.1:8081", global = true)]
+    #[arg(
+        long,
+        env = "CHECKOUT_ADDR",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
     pub checkout_addr: SocketAddr,
     /// Where cart's HTTP API listens.
-    #[arg(long, env = "CART_ADDR", default_value = "127.0.0.1:8082", global = true)]
+    #[arg(
+        long,
+        env = "CART_ADDR",
+        default_value = "127.0.0.1:8082",
+        global = true
+    )]
     pub cart_addr: SocketAddr,
     /// Where inventory's HTTP API listens.
-    #[arg(long, env = "INVENTORY_ADDR", default_value = "127.0.0.1:8083", global = true)]
+    #[arg(
+        long,
+        env = "INVENTORY_ADDR",
+        default_value = "127.0.0.1:8083",
+        global = true
+    )]
     pub inventory_addr: SocketAddr,
 
     /// Database connections per service instance.
@@ -133,9 +175,12 @@ impl Settings {
             Which::Cart => &self.cart_database_url,
             Which::Inventory => &self.inventory_database_url,
         };
-        explicit
-            .clone()
-            .unwrap_or_else(|| with_database(&self.database_url, &format!("{}{}", self.database_prefix, which.name())))
+        explicit.clone().unwrap_or_else(|| {
+            with_database(
+                &self.database_url,
+                &format!("{}{}", self.database_prefix, which.name()),
+            )
+        })
     }
 
     pub fn addr(&self, which: Which) -> SocketAddr {
@@ -177,15 +222,27 @@ mod tests {
 
     #[test]
     fn database_names_are_put_into_the_server_url() {
-        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432", "shop_cart"), "postgres://postgres@127.0.0.1:5432/shop_cart");
-        assert_eq!(with_database("postgres://p:x@db:5432/", "a"), "postgres://p:x@db:5432/a");
-        assert_eq!(with_database("postgres://p@db/other?sslmode=require", "a"), "postgres://p@db/a?sslmode=require");
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432", "shop_cart"),
+            "postgres://postgres@127.0.0.1:5432/shop_cart"
+        );
+        assert_eq!(
+            with_database("postgres://p:x@db:5432/", "a"),
+            "postgres://p:x@db:5432/a"
+        );
+        assert_eq!(
+            with_database("postgres://p@db/other?sslmode=require", "a"),
+            "postgres://p@db/a?sslmode=require"
+        );
     }
 
     #[test]
     fn defaults_parse() {
         let s = Settings::default();
         assert_eq!(s.checkout_addr.port(), 8081);
-        assert_eq!(s.database_url(Which::Inventory), "postgres://postgres@127.0.0.1:5432/shop_inventory");
+        assert_eq!(
+            s.database_url(Which::Inventory),
+            "postgres://postgres@127.0.0.1:5432/shop_inventory"
+        );
     }
 }

@@ -3,7 +3,12 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use kit::Running;
+
+/// How long `System::start` waits for the three services to be ready.
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 use crate::settings::{Settings, Which};
 
@@ -16,16 +21,35 @@ pub async fn start(which: Which, settings: &Settings) -> anyhow::Result<Running>
     }
 }
 
-/// Creates and migrates one service's database without starting it.
+/// Provisions one service without starting it: creates and migrates its database, and
+/// declares its exchange and queues, so that events published before its first start wait
+/// in its queue.
 pub async fn migrate(which: Which, settings: &Settings) -> anyhow::Result<()> {
+    use kit::service::{declare_topology, migrate};
     let config = settings.service(which);
-    let pool = match which {
-        Which::Checkout => kit::service::migrate::<checkout::Checkout>(&config).await?,
-        Which::Cart => kit::service::migrate::<cart::CartService>(&config).await?,
-        Which::Inventory => kit::service::migrate::<inventory::Inventory>(&config).await?,
-    };
-    pool.close().await;
-    Ok(())
+    match which {
+        Which::Checkout => {
+            declare_topology::<checkout::Checkout>(
+                &config,
+                migrate::<checkout::Checkout>(&config).await?,
+            )
+            .await
+        }
+        Which::Cart => {
+            declare_topology::<cart::CartService>(
+                &config,
+                migrate::<cart::CartService>(&config).await?,
+            )
+            .await
+        }
+        Which::Inventory => {
+            declare_topology::<inventory::Inventory>(
+                &config,
+                migrate::<inventory::Inventory>(&config).await?,
+            )
+            .await
+        }
+    }
 }
 
 /// The three services of one shop.
@@ -41,7 +65,17 @@ impl System {
         let inventory = start(Which::Inventory, settings).await?;
         let cart = start(Which::Cart, settings).await?;
         let checkout = start(Which::Checkout, settings).await?;
-        Ok(System { checkout, cart, inventory })
+        let system = System {
+            checkout,
+            cart,
+            inventory,
+        };
+        // Every queue must exist before the first event is published, or a consumer that
+        // declared late would miss it.
+        for running in [&system.inventory, &system.cart, &system.checkout] {
+            running.wait_ready(READY_DEADLINE).await?;
+        }
+        Ok(system)
     }
 
     pub fn addr(&self, which: Which) -> SocketAddr {

@@ -7,7 +7,12 @@ use tokio::time::Instant;
 
 /// Polls `check` every `every` until it returns `Some`, or fails after `deadline` with
 /// `what` in the message.
-pub async fn until<T, F, Fut>(what: &str, deadline: Duration, every: Duration, mut check: F) -> anyhow::Result<T>
+pub async fn until<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    every: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

@@ -180,7 +180,6 @@ async fn bad_requests_are_problems_naming_the_field() {
 
 /// A known method on a known path that doesn't take it: still a problem+json.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product defect: kit/src/http.rs has no method_not_allowed_fallback, so a 405 has an empty body and no problem+json content type"]
 async fn a_wrong_method_is_a_problem() {
     let shop = TestShop::start().await;
     let http = shop.client.http();
@@ -197,7 +196,6 @@ async fn a_wrong_method_is_a_problem() {
 
 /// A restock that would overflow the stock is the client's error, not the server's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product defect: services/inventory/src/http.rs restock has no upper bound; i64::MAX overflows `stock + $2` in PostgreSQL (SQLSTATE 22003) and answers 500"]
 async fn an_overflowing_restock_is_refused() {
     let shop = TestShop::start().await;
     shop.register("A", 100, 2).await;

@@ -10,7 +10,9 @@ pub mod inventory;
 
 pub use cart::{CartCheckedOut, RemovedItem};
 pub use checkout::{CheckoutCompleted, OrderLine};
-pub use inventory::{AppliedLine, OrderApplied, ProductRegistered, StockChangeReason, StockChanged};
+pub use inventory::{
+    AppliedLine, OrderApplied, ProductRegistered, StockChangeReason, StockChanged,
+};
 
 /// Every event type this crate defines, for topology and tests.
 pub const ALL_TYPES: &[&str] = &[
@@ -27,7 +29,10 @@ mod tests {
     use crate::{Event, RawEnvelope};
 
     fn fixture(event_type: &str) -> String {
-        let path = format!("{}/fixtures/v1/{event_type}.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/fixtures/v1/{event_type}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -40,7 +45,10 @@ mod tests {
         let again = serde_json::to_value(&envelope).unwrap();
         let original: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(again, original, "round trip changed {}", E::TYPE);
-        assert_eq!(envelope.meta.subject.as_deref(), Some(envelope.data.subject().as_str()));
+        assert_eq!(
+            envelope.meta.subject.as_deref(),
+            Some(envelope.data.subject().as_str())
+        );
         envelope.data
     }
 
@@ -63,7 +71,13 @@ mod tests {
     #[test]
     fn checkout_completed_v1_fixture_parses() {
         let e = check::<CheckoutCompleted>();
-        assert_eq!(e.total_cents, e.lines.iter().map(|l| l.quantity * l.unit_price_cents).sum::<i64>());
+        assert_eq!(
+            e.total_cents,
+            e.lines
+                .iter()
+                .map(|l| l.quantity * l.unit_price_cents)
+                .sum::<i64>()
+        );
         assert_eq!(e.currency, "GBP");
     }
 
@@ -82,7 +96,10 @@ mod tests {
     #[test]
     fn every_type_is_versioned_and_has_a_fixture() {
         for t in ALL_TYPES {
-            assert!(crate::envelope::split_version(t).is_some(), "{t} has no .vN suffix");
+            assert!(
+                crate::envelope::split_version(t).is_some(),
+                "{t} has no .vN suffix"
+            );
             assert!(!fixture(t).is_empty());
         }
     }
@@ -109,7 +126,11 @@ mod tests {
             let err = RawEnvelope::parse(body).unwrap_err();
             assert_eq!(err.kind(), "malformed");
         }
-        let text = fixture(StockChanged::TYPE).replace("\"specversion\": \"1.0\"", "\"specversion\": \"0.3\"");
-        assert_eq!(RawEnvelope::parse(text.as_bytes()).unwrap_err().kind(), "unsupported-specversion");
+        let text = fixture(StockChanged::TYPE)
+            .replace("\"specversion\": \"1.0\"", "\"specversion\": \"0.3\"");
+        assert_eq!(
+            RawEnvelope::parse(text.as_bytes()).unwrap_err().kind(),
+            "unsupported-specversion"
+        );
     }
 }

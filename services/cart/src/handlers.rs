@@ -11,7 +11,11 @@ pub struct CheckoutCompletedHandler;
 
 #[async_trait]
 impl Handler<CheckoutCompleted> for CheckoutCompletedHandler {
-    async fn handle(&self, ctx: &mut Context<'_>, event: Envelope<CheckoutCompleted>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<CheckoutCompleted>,
+    ) -> Result<(), HandlerError> {
         let order = event.data;
         let mut lines = order.lines;
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));

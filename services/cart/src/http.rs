@@ -20,7 +20,10 @@ pub fn routes(pool: PgPool) -> Router {
         .with_state(pool)
 }
 
-async fn get_cart(State(pool): State<PgPool>, Path(cart_id): Path<String>) -> Result<JsonResponse<Cart>, Problem> {
+async fn get_cart(
+    State(pool): State<PgPool>,
+    Path(cart_id): Path<String>,
+) -> Result<JsonResponse<Cart>, Problem> {
     check_id("cart_id", &cart_id)?;
     Ok(JsonResponse(store::get(&pool, &cart_id).await?))
 }
@@ -39,7 +42,13 @@ async fn set_item(
     check_id("cart_id", &cart_id)?;
     check_id("sku", &sku)?;
     if !(0..=MAX_QUANTITY).contains(&body.quantity) {
-        return Err(Problem::invalid("quantity", format!("quantity must be 0 (remove) to {MAX_QUANTITY}, got {}", body.quantity)));
+        return Err(Problem::invalid(
+            "quantity",
+            format!(
+                "quantity must be 0 (remove) to {MAX_QUANTITY}, got {}",
+                body.quantity
+            ),
+        ));
     }
     store::set_item(&pool, &cart_id, &sku, body.quantity).await?;
     Ok(JsonResponse(store::get(&pool, &cart_id).await?))

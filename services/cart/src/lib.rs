@@ -24,7 +24,8 @@ impl kit::Service for CartService {
         kit::Parts {
             routes: http::routes(pool),
             subscriber: Some(
-                Subscriber::new(Self::NAME).on::<CheckoutCompleted, _>(handlers::CheckoutCompletedHandler),
+                Subscriber::new(Self::NAME)
+                    .on::<CheckoutCompleted, _>(handlers::CheckoutCompletedHandler),
             ),
         }
     }

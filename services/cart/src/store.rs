@@ -16,10 +16,11 @@ pub struct Cart {
 }
 
 pub async fn get(pool: &PgPool, cart_id: &str) -> Result<Cart, sqlx::Error> {
-    let items = sqlx::query_as("SELECT sku, quantity FROM cart_items WHERE cart_id = $1 ORDER BY sku")
-        .bind(cart_id)
-        .fetch_all(pool)
-        .await?;
+    let items =
+        sqlx::query_as("SELECT sku, quantity FROM cart_items WHERE cart_id = $1 ORDER BY sku")
+            .bind(cart_id)
+            .fetch_all(pool)
+            .await?;
     Ok(Cart {
         cart_id: cart_id.to_string(),
         items,
@@ -27,7 +28,12 @@ pub async fn get(pool: &PgPool, cart_id: &str) -> Result<Cart, sqlx::Error> {
 }
 
 /// Sets an item's quantity; 0 removes it.
-pub async fn set_item(pool: &PgPool, cart_id: &str, sku: &str, quantity: i64) -> Result<(), sqlx::Error> {
+pub async fn set_item(
+    pool: &PgPool,
+    cart_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
     if quantity == 0 {
         sqlx::query("DELETE FROM cart_items WHERE cart_id = $1 AND sku = $2")
             .bind(cart_id)
@@ -50,12 +56,19 @@ pub async fn set_item(pool: &PgPool, cart_id: &str, sku: &str, quantity: i64) ->
 
 /// Takes up to `quantity` of `sku` out of the cart; returns how many were there to take.
 /// Units added after the checkout stay: only what was bought is removed.
-pub async fn take(conn: &mut PgConnection, cart_id: &str, sku: &str, quantity: i64) -> Result<i64, sqlx::Error> {
-    let held: Option<i64> = sqlx::query_scalar("SELECT quantity FROM cart_items WHERE cart_id = $1 AND sku = $2 FOR UPDATE")
-        .bind(cart_id)
-        .bind(sku)
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn take(
+    conn: &mut PgConnection,
+    cart_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> Result<i64, sqlx::Error> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT quantity FROM cart_items WHERE cart_id = $1 AND sku = $2 FOR UPDATE",
+    )
+    .bind(cart_id)
+    .bind(sku)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(held) = held else { return Ok(0) };
     if held <= quantity {
         sqlx::query("DELETE FROM cart_items WHERE cart_id = $1 AND sku = $2")

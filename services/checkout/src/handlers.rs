@@ -2,7 +2,9 @@
 
 use anyhow::anyhow;
 use async_trait::async_trait;
-use events::contracts::{CartCheckedOut, OrderApplied, ProductRegistered, StockChangeReason, StockChanged};
+use events::contracts::{
+    CartCheckedOut, OrderApplied, ProductRegistered, StockChangeReason, StockChanged,
+};
 use events::{Context, Envelope, Handler, HandlerError};
 
 use crate::store::{self, Effect};
@@ -12,7 +14,11 @@ pub struct ProductRegisteredHandler;
 
 #[async_trait]
 impl Handler<ProductRegistered> for ProductRegisteredHandler {
-    async fn handle(&self, ctx: &mut Context<'_>, event: Envelope<ProductRegistered>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<ProductRegistered>,
+    ) -> Result<(), HandlerError> {
         let p = event.data;
         store::upsert_product(ctx.tx, &p.sku, &p.name, p.unit_price_cents).await?;
         Ok(())
@@ -25,7 +31,11 @@ pub struct StockChangedHandler;
 
 #[async_trait]
 impl Handler<StockChanged> for StockChangedHandler {
-    async fn handle(&self, ctx: &mut Context<'_>, event: Envelope<StockChanged>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<StockChanged>,
+    ) -> Result<(), HandlerError> {
         let s = event.data;
         store::apply_stock(ctx.tx, &s.sku, s.stock, s.version).await?;
         if let (StockChangeReason::Sale, Some(order_id)) = (s.reason, s.order_id) {
@@ -39,10 +49,16 @@ pub struct CartCheckedOutHandler;
 
 #[async_trait]
 impl Handler<CartCheckedOut> for CartCheckedOutHandler {
-    async fn handle(&self, ctx: &mut Context<'_>, event: Envelope<CartCheckedOut>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<CartCheckedOut>,
+    ) -> Result<(), HandlerError> {
         let order_id = event.data.order_id;
         if !store::mark_effect(ctx.tx, order_id, Effect::Cart).await? {
-            return Err(HandlerError::permanent(anyhow!("cart.checked_out for unknown order {order_id}")));
+            return Err(HandlerError::permanent(anyhow!(
+                "cart.checked_out for unknown order {order_id}"
+            )));
         }
         Ok(())
     }
@@ -52,10 +68,16 @@ pub struct OrderAppliedHandler;
 
 #[async_trait]
 impl Handler<OrderApplied> for OrderAppliedHandler {
-    async fn handle(&self, ctx: &mut Context<'_>, event: Envelope<OrderApplied>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<OrderApplied>,
+    ) -> Result<(), HandlerError> {
         let order_id = event.data.order_id;
         if !store::mark_effect(ctx.tx, order_id, Effect::Inventory).await? {
-            return Err(HandlerError::permanent(anyhow!("inventory.order_applied for unknown order {order_id}")));
+            return Err(HandlerError::permanent(anyhow!(
+                "inventory.order_applied for unknown order {order_id}"
+            )));
         }
         Ok(())
     }

@@ -9,9 +9,9 @@ use kit::{Json, Problem};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::place::{self, CheckoutError, CheckoutRequest};
 use crate::store::{self, CatalogueEntry, Order};
-use crate::AppState;
 
 /// Most lines one checkout may have.
 pub const MAX_LINES: usize = 1_000;
@@ -49,20 +49,32 @@ fn validate(body: CheckoutBody) -> Result<CheckoutRequest, Problem> {
         check_id("customer_id", c)?;
     }
     if body.lines.is_empty() {
-        return Err(Problem::invalid("lines", "a checkout needs at least one line"));
+        return Err(Problem::invalid(
+            "lines",
+            "a checkout needs at least one line",
+        ));
     }
     if body.lines.len() > MAX_LINES {
-        return Err(Problem::invalid("lines", format!("a checkout may have at most {MAX_LINES} lines")));
+        return Err(Problem::invalid(
+            "lines",
+            format!("a checkout may have at most {MAX_LINES} lines"),
+        ));
     }
     for (i, line) in body.lines.iter().enumerate() {
         check_id(&format!("lines[{i}].sku"), &line.sku)?;
         check_positive(&format!("lines[{i}].quantity"), line.quantity)?;
         if line.quantity > MAX_QUANTITY {
-            return Err(Problem::invalid(format!("lines[{i}].quantity"), format!("at most {MAX_QUANTITY} units per line")));
+            return Err(Problem::invalid(
+                format!("lines[{i}].quantity"),
+                format!("at most {MAX_QUANTITY} units per line"),
+            ));
         }
     }
     if body.payment_token.trim().is_empty() || body.payment_token.len() > 200 {
-        return Err(Problem::invalid("payment_token", "payment_token must be 1 to 200 characters"));
+        return Err(Problem::invalid(
+            "payment_token",
+            "payment_token must be 1 to 200 characters",
+        ));
     }
     Ok(CheckoutRequest {
         cart_id: body.cart_id,
@@ -72,7 +84,10 @@ fn validate(body: CheckoutBody) -> Result<CheckoutRequest, Problem> {
     })
 }
 
-async fn checkout(State(s): State<AppState>, Json(body): Json<CheckoutBody>) -> Result<(StatusCode, JsonResponse<Order>), Problem> {
+async fn checkout(
+    State(s): State<AppState>,
+    Json(body): Json<CheckoutBody>,
+) -> Result<(StatusCode, JsonResponse<Order>), Problem> {
     let request = validate(body)?;
     match place::place_order(&s, request).await {
         Ok(order) => Ok((StatusCode::CREATED, JsonResponse(order))),
@@ -85,30 +100,48 @@ fn problem(e: CheckoutError) -> Problem {
         CheckoutError::UnknownSku { index, sku } => {
             Problem::invalid(format!("lines[{index}].sku"), format!("unknown sku {sku}"))
         }
-        CheckoutError::OutOfStock { index, sku, wanted, available } => Problem::conflict(
+        CheckoutError::OutOfStock {
+            index,
+            sku,
+            wanted,
+            available,
+        } => Problem::conflict(
             "insufficient-stock",
             format!("sku {sku}: {wanted} wanted, only {available} available"),
         )
         .with_field(format!("lines[{index}].quantity")),
         CheckoutError::TotalOverflow => Problem::invalid("lines", "the order total is too large"),
         CheckoutError::Declined(reason) => {
-            Problem::new(StatusCode::PAYMENT_REQUIRED, "payment-declined", reason).with_field("payment_token")
+            Problem::new(StatusCode::PAYMENT_REQUIRED, "payment-declined", reason)
+                .with_field("payment_token")
         }
         CheckoutError::Gateway(e) => {
             tracing::error!(error = %format!("{e:#}"), "payment gateway failed");
-            Problem::new(StatusCode::BAD_GATEWAY, "payment-unavailable", "the payment gateway failed; nothing was charged")
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "payment-unavailable",
+                "the payment gateway failed; nothing was charged",
+            )
         }
         CheckoutError::Database(e) => Problem::from(e),
     }
 }
 
-async fn get_order(State(s): State<AppState>, Path(order_id): Path<String>) -> Result<JsonResponse<Order>, Problem> {
+async fn get_order(
+    State(s): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<JsonResponse<Order>, Problem> {
     let not_found = || Problem::not_found(format!("no order {order_id}"));
     let id = Uuid::parse_str(&order_id).map_err(|_| not_found())?;
-    store::get_order(&s.pool, id).await?.map(JsonResponse).ok_or_else(not_found)
+    store::get_order(&s.pool, id)
+        .await?
+        .map(JsonResponse)
+        .ok_or_else(not_found)
 }
 
 /// Checkout's view of the catalogue: what it would sell, at which price, how many.
-async fn catalogue(State(s): State<AppState>) -> Result<JsonResponse<Vec<CatalogueEntry>>, Problem> {
+async fn catalogue(
+    State(s): State<AppState>,
+) -> Result<JsonResponse<Vec<CatalogueEntry>>, Problem> {
     Ok(JsonResponse(store::catalogue(&s.pool).await?))
 }

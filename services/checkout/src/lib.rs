@@ -4,8 +4,8 @@
 
 mod handlers;
 mod http;
-mod place;
 pub mod payment;
+mod place;
 mod store;
 
 use std::sync::Arc;

@@ -12,7 +12,13 @@ pub enum PaymentOutcome {
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Charges `amount_cents`. `reference` (the order id) lets a real gateway deduplicate.
-    async fn charge(&self, token: &str, amount_cents: i64, currency: &str, reference: &str) -> anyhow::Result<PaymentOutcome>;
+    async fn charge(
+        &self,
+        token: &str,
+        amount_cents: i64,
+        currency: &str,
+        reference: &str,
+    ) -> anyhow::Result<PaymentOutcome>;
 }
 
 /// `tok_visa` approves, `tok_declined` is declined, anything else is declined as unknown.
@@ -21,7 +27,13 @@ pub struct FakeGateway;
 
 #[async_trait]
 impl PaymentGateway for FakeGateway {
-    async fn charge(&self, token: &str, _amount_cents: i64, _currency: &str, reference: &str) -> anyhow::Result<PaymentOutcome> {
+    async fn charge(
+        &self,
+        token: &str,
+        _amount_cents: i64,
+        _currency: &str,
+        reference: &str,
+    ) -> anyhow::Result<PaymentOutcome> {
         Ok(match token {
             "tok_visa" => PaymentOutcome::Approved {
                 payment_id: format!("pay_{reference}"),
@@ -30,7 +42,8 @@ impl PaymentGateway for FakeGateway {
                 reason: "the card was declined".into(),
             },
             _ => PaymentOutcome::Declined {
-                reason: "unknown payment token (the test gateway knows tok_visa and tok_declined)".into(),
+                reason: "unknown payment token (the test gateway knows tok_visa and tok_declined)"
+                    .into(),
             },
         })
     }

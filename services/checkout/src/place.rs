@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use events::contracts::{CheckoutCompleted, OrderLine};
 use uuid::Uuid;
 
@@ -25,7 +25,12 @@ pub enum CheckoutError {
     #[error("unknown sku {sku}")]
     UnknownSku { index: usize, sku: String },
     #[error("sku {sku}: {wanted} wanted, {available} available")]
-    OutOfStock { index: usize, sku: String, wanted: i64, available: i64 },
+    OutOfStock {
+        index: usize,
+        sku: String,
+        wanted: i64,
+        available: i64,
+    },
     #[error("the order total overflows")]
     TotalOverflow,
     #[error("payment declined: {0}")]
@@ -43,7 +48,10 @@ pub fn merge_lines(lines: impl IntoIterator<Item = (String, i64)>) -> Vec<(usize
         let entry = merged.entry(sku).or_insert((index, 0));
         entry.1 = entry.1.saturating_add(quantity);
     }
-    merged.into_iter().map(|(sku, (index, q))| (index, sku, q)).collect()
+    merged
+        .into_iter()
+        .map(|(sku, (index, q))| (index, sku, q))
+        .collect()
 }
 
 /// In one transaction: reserve every line against the availability ledger (in sku order, so
@@ -63,7 +71,10 @@ pub async fn place_order(state: &AppState, req: CheckoutRequest) -> Result<Order
                     wanted: *quantity,
                     available: e.available.max(0),
                 },
-                _ => CheckoutError::UnknownSku { index: *index, sku: sku.clone() },
+                _ => CheckoutError::UnknownSku {
+                    index: *index,
+                    sku: sku.clone(),
+                },
             });
         };
         total = quantity
@@ -95,7 +106,8 @@ pub async fn place_order(state: &AppState, req: CheckoutRequest) -> Result<Order
         total_cents: total,
         currency: CURRENCY.into(),
         lines,
-        paid_at: Utc::now(),
+        // Microseconds: what PostgreSQL keeps, so the 201, the event and GET agree.
+        paid_at: Utc::now().trunc_subsecs(6),
         cart_updated: false,
         inventory_updated: false,
         cart_updated_at: None,
@@ -132,7 +144,14 @@ mod tests {
 
     #[test]
     fn merge_sums_repeated_skus_and_keeps_first_position() {
-        let merged = merge_lines([("B".to_string(), 1), ("A".to_string(), 2), ("B".to_string(), 3)]);
-        assert_eq!(merged, vec![(1, "A".to_string(), 2), (0, "B".to_string(), 4)]);
+        let merged = merge_lines([
+            ("B".to_string(), 1),
+            ("A".to_string(), 2),
+            ("B".to_string(), 3),
+        ]);
+        assert_eq!(
+            merged,
+            vec![(1, "A".to_string(), 2), (0, "B".to_string(), 4)]
+        );
     }
 }

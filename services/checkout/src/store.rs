@@ -19,24 +19,36 @@ pub struct CatalogueEntry {
     pub available: i64,
 }
 
-const CATALOGUE_COLUMNS: &str = "sku, name, unit_price_cents, stock, stock_version, reserved, stock - reserved AS available";
+const CATALOGUE_COLUMNS: &str =
+    "sku, name, unit_price_cents, stock, stock_version, reserved, stock - reserved AS available";
 
 pub async fn catalogue(pool: &PgPool) -> Result<Vec<CatalogueEntry>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CATALOGUE_COLUMNS} FROM catalogue ORDER BY sku")))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CATALOGUE_COLUMNS} FROM catalogue ORDER BY sku"
+    )))
+    .fetch_all(pool)
+    .await
 }
 
-pub async fn catalogue_entry(conn: &mut PgConnection, sku: &str) -> Result<Option<CatalogueEntry>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CATALOGUE_COLUMNS} FROM catalogue WHERE sku = $1")))
-        .bind(sku)
-        .fetch_optional(conn)
-        .await
+pub async fn catalogue_entry(
+    conn: &mut PgConnection,
+    sku: &str,
+) -> Result<Option<CatalogueEntry>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CATALOGUE_COLUMNS} FROM catalogue WHERE sku = $1"
+    )))
+    .bind(sku)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Reserves `quantity` units if that many are available; returns the unit price.
 /// `None`: unknown sku or not enough (the caller asks [`catalogue_entry`] which).
-pub async fn reserve(conn: &mut PgConnection, sku: &str, quantity: i64) -> Result<Option<i64>, sqlx::Error> {
+pub async fn reserve(
+    conn: &mut PgConnection,
+    sku: &str,
+    quantity: i64,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE catalogue SET reserved = reserved + $2, updated_at = now()
          WHERE sku = $1 AND unit_price_cents IS NOT NULL AND stock - reserved >= $2
@@ -49,7 +61,12 @@ pub async fn reserve(conn: &mut PgConnection, sku: &str, quantity: i64) -> Resul
 }
 
 /// A product entered the catalogue (its stock comes with stock_changed, version 1).
-pub async fn upsert_product(conn: &mut PgConnection, sku: &str, name: &str, unit_price_cents: i64) -> Result<(), sqlx::Error> {
+pub async fn upsert_product(
+    conn: &mut PgConnection,
+    sku: &str,
+    name: &str,
+    unit_price_cents: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO catalogue (sku, name, unit_price_cents) VALUES ($1, $2, $3)
          ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, unit_price_cents = EXCLUDED.unit_price_cents, updated_at = now()",
@@ -63,7 +80,12 @@ pub async fn upsert_product(conn: &mut PgConnection, sku: &str, name: &str, unit
 }
 
 /// Takes inventory's stock figure if it is newer than ours (an older one is ignored).
-pub async fn apply_stock(conn: &mut PgConnection, sku: &str, stock: i64, version: i64) -> Result<(), sqlx::Error> {
+pub async fn apply_stock(
+    conn: &mut PgConnection,
+    sku: &str,
+    stock: i64,
+    version: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO catalogue (sku, stock, stock_version) VALUES ($1, $2, $3)
          ON CONFLICT (sku) DO UPDATE SET stock = EXCLUDED.stock, stock_version = EXCLUDED.stock_version, updated_at = now()
@@ -79,7 +101,11 @@ pub async fn apply_stock(conn: &mut PgConnection, sku: &str, stock: i64, version
 
 /// Inventory applied this order line: its units are in inventory's stock figure now, so the
 /// reservation goes (once: the line remembers).
-pub async fn release_reservation(conn: &mut PgConnection, order_id: Uuid, sku: &str) -> Result<(), sqlx::Error> {
+pub async fn release_reservation(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    sku: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH line AS (
              UPDATE order_lines SET stock_applied = true
@@ -131,7 +157,11 @@ struct OrderRow {
     inventory_updated_at: Option<DateTime<Utc>>,
 }
 
-pub async fn insert_order(conn: &mut PgConnection, order: &Order, payment_id: &str) -> Result<(), sqlx::Error> {
+pub async fn insert_order(
+    conn: &mut PgConnection,
+    order: &Order,
+    payment_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO orders (order_id, cart_id, customer_id, status, total_cents, currency, payment_id, paid_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -171,10 +201,12 @@ pub async fn get_order(pool: &PgPool, order_id: Uuid) -> Result<Option<Order>, s
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let lines = sqlx::query_as("SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY sku")
-        .bind(order_id)
-        .fetch_all(pool)
-        .await?;
+    let lines = sqlx::query_as(
+        "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
     Ok(Some(Order {
         order_id: row.order_id,
         cart_id: row.cart_id,
@@ -199,10 +231,23 @@ pub enum Effect {
 }
 
 /// Records that an effect arrived (the first time only); false if there is no such order.
-pub async fn mark_effect(conn: &mut PgConnection, order_id: Uuid, effect: Effect) -> Result<bool, sqlx::Error> {
+pub async fn mark_effect(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    effect: Effect,
+) -> Result<bool, sqlx::Error> {
     let sql = match effect {
-        Effect::Cart => "UPDATE orders SET cart_updated_at = COALESCE(cart_updated_at, now()) WHERE order_id = $1",
-        Effect::Inventory => "UPDATE orders SET inventory_updated_at = COALESCE(inventory_updated_at, now()) WHERE order_id = $1",
+        Effect::Cart => {
+            "UPDATE orders SET cart_updated_at = COALESCE(cart_updated_at, now()) WHERE order_id = $1"
+        }
+        Effect::Inventory => {
+            "UPDATE orders SET inventory_updated_at = COALESCE(inventory_updated_at, now()) WHERE order_id = $1"
+        }
     };
-    Ok(sqlx::query(sql).bind(order_id).execute(conn).await?.rows_affected() == 1)
+    Ok(sqlx::query(sql)
+        .bind(order_id)
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
 }

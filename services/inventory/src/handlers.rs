@@ -13,16 +13,32 @@ pub struct CheckoutCompletedHandler;
 
 #[async_trait]
 impl Handler<CheckoutCompleted> for CheckoutCompletedHandler {
-    async fn handle(&self, ctx: &mut Context<'_>, event: Envelope<CheckoutCompleted>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<CheckoutCompleted>,
+    ) -> Result<(), HandlerError> {
         let order = event.data;
         let mut lines = order.lines.clone();
         // A fixed lock order: two orders touching the same skus can't deadlock.
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
         let mut applied = Vec::with_capacity(lines.len());
         for line in &lines {
-            let changed = store::change_stock(ctx.tx, &line.sku, -line.quantity, StockChangeReason::Sale, Some(order.order_id))
-                .await?
-                .ok_or_else(|| HandlerError::permanent(anyhow!("order {} sells unknown sku {}", order.order_id, line.sku)))?;
+            let changed = store::change_stock(
+                ctx.tx,
+                &line.sku,
+                -line.quantity,
+                StockChangeReason::Sale,
+                Some(order.order_id),
+            )
+            .await?
+            .ok_or_else(|| {
+                HandlerError::permanent(anyhow!(
+                    "order {} sells unknown sku {}",
+                    order.order_id,
+                    line.sku
+                ))
+            })?;
             applied.push(AppliedLine {
                 sku: line.sku.clone(),
                 quantity: line.quantity,

@@ -9,8 +9,11 @@ use kit::ids::{check_id, check_positive};
 use kit::{Json, Problem};
 use serde::Deserialize;
 
-use crate::store::{self, Product};
 use crate::AppState;
+use crate::store::{self, Product};
+
+/// Most units registered or restocked at once: far from overflowing a stock figure.
+pub const MAX_UNITS: i64 = 1_000_000_000;
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -29,16 +32,25 @@ struct NewProduct {
     stock: i64,
 }
 
-async fn register(State(s): State<AppState>, Json(p): Json<NewProduct>) -> Result<(StatusCode, JsonResponse<Product>), Problem> {
+async fn register(
+    State(s): State<AppState>,
+    Json(p): Json<NewProduct>,
+) -> Result<(StatusCode, JsonResponse<Product>), Problem> {
     check_id("sku", &p.sku)?;
     if p.name.trim().is_empty() || p.name.len() > 200 {
         return Err(Problem::invalid("name", "name must be 1 to 200 characters"));
     }
     if p.unit_price_cents < 0 {
-        return Err(Problem::invalid("unit_price_cents", "unit_price_cents must not be negative"));
+        return Err(Problem::invalid(
+            "unit_price_cents",
+            "unit_price_cents must not be negative",
+        ));
     }
-    if p.stock < 0 {
-        return Err(Problem::invalid("stock", "stock must not be negative"));
+    if !(0..=MAX_UNITS).contains(&p.stock) {
+        return Err(Problem::invalid(
+            "stock",
+            format!("stock must be 0 to {MAX_UNITS}"),
+        ));
     }
     let sku = p.sku.clone();
     let event = ProductRegistered {
@@ -49,7 +61,11 @@ async fn register(State(s): State<AppState>, Json(p): Json<NewProduct>) -> Resul
     };
     match store::register(&s.pool, &s.outbox, event).await? {
         Some(product) => Ok((StatusCode::CREATED, JsonResponse(product))),
-        None => Err(Problem::conflict("sku-exists", format!("a product with sku {sku} exists already")).with_field("sku")),
+        None => Err(Problem::conflict(
+            "sku-exists",
+            format!("a product with sku {sku} exists already"),
+        )
+        .with_field("sku")),
     }
 }
 
@@ -57,7 +73,10 @@ async fn list(State(s): State<AppState>) -> Result<JsonResponse<Vec<Product>>, P
     Ok(JsonResponse(store::list(&s.pool).await?))
 }
 
-async fn get_one(State(s): State<AppState>, Path(sku): Path<String>) -> Result<JsonResponse<Product>, Problem> {
+async fn get_one(
+    State(s): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<JsonResponse<Product>, Problem> {
     store::get(&s.pool, &sku)
         .await?
         .map(JsonResponse)
@@ -70,8 +89,18 @@ struct Restock {
     quantity: i64,
 }
 
-async fn restock(State(s): State<AppState>, Path(sku): Path<String>, Json(r): Json<Restock>) -> Result<JsonResponse<Product>, Problem> {
+async fn restock(
+    State(s): State<AppState>,
+    Path(sku): Path<String>,
+    Json(r): Json<Restock>,
+) -> Result<JsonResponse<Product>, Problem> {
     check_positive("quantity", r.quantity)?;
+    if r.quantity > MAX_UNITS {
+        return Err(Problem::invalid(
+            "quantity",
+            format!("at most {MAX_UNITS} units per restock"),
+        ));
+    }
     store::restock(&s.pool, &s.outbox, &sku, r.quantity)
         .await?
         .map(JsonResponse)

@@ -31,7 +31,8 @@ impl kit::Service for Inventory {
         kit::Parts {
             routes: http::routes(state),
             subscriber: Some(
-                Subscriber::new(Self::NAME).on::<CheckoutCompleted, _>(handlers::CheckoutCompletedHandler),
+                Subscriber::new(Self::NAME)
+                    .on::<CheckoutCompleted, _>(handlers::CheckoutCompletedHandler),
             ),
         }
     }

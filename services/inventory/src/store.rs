@@ -1,8 +1,8 @@
 //! Inventory's tables. Every write that other services must hear about publishes its event
 //! through the outbox in the same transaction.
 
-use events::contracts::{ProductRegistered, StockChangeReason, StockChanged};
 use events::Outbox;
+use events::contracts::{ProductRegistered, StockChangeReason, StockChanged};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -20,7 +20,11 @@ const COLUMNS: &str = "sku, name, unit_price_cents, stock, version";
 
 /// Inserts a product and publishes `product_registered` and `stock_changed(registered)`.
 /// `None` if the sku exists already.
-pub async fn register(pool: &PgPool, outbox: &Outbox, p: ProductRegistered) -> Result<Option<Product>, sqlx::Error> {
+pub async fn register(
+    pool: &PgPool,
+    outbox: &Outbox,
+    p: ProductRegistered,
+) -> Result<Option<Product>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let product: Option<Product> = sqlx::query_as(
         "INSERT INTO products (sku, name, unit_price_cents, stock) VALUES ($1, $2, $3, $4)
@@ -45,22 +49,28 @@ pub async fn register(pool: &PgPool, outbox: &Outbox, p: ProductRegistered) -> R
         order_id: None,
         version: product.version,
     };
-    outbox.publish_caused_by(&mut tx, &registered.meta, changed).await?;
+    outbox
+        .publish_caused_by(&mut tx, &registered.meta, changed)
+        .await?;
     tx.commit().await?;
     Ok(Some(product))
 }
 
 pub async fn get(pool: &PgPool, sku: &str) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM products WHERE sku = $1")))
-        .bind(sku)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products WHERE sku = $1"
+    )))
+    .bind(sku)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM products ORDER BY sku")))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products ORDER BY sku"
+    )))
+    .fetch_all(pool)
+    .await
 }
 
 /// Adds `quantity` units (negative for an adjustment) and publishes `stock_changed`.
@@ -90,16 +100,25 @@ pub async fn change_stock(
     }))
 }
 
-pub async fn restock(pool: &PgPool, outbox: &Outbox, sku: &str, quantity: i64) -> Result<Option<Product>, sqlx::Error> {
+pub async fn restock(
+    pool: &PgPool,
+    outbox: &Outbox,
+    sku: &str,
+    quantity: i64,
+) -> Result<Option<Product>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some(changed) = change_stock(&mut tx, sku, quantity, StockChangeReason::Restock, None).await? else {
+    let Some(changed) =
+        change_stock(&mut tx, sku, quantity, StockChangeReason::Restock, None).await?
+    else {
         return Ok(None);
     };
     outbox.publish(&mut tx, changed).await?;
-    let product: Product = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM products WHERE sku = $1")))
-        .bind(sku)
-        .fetch_one(&mut *tx)
-        .await?;
+    let product: Product = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products WHERE sku = $1"
+    )))
+    .bind(sku)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some(product))
 }

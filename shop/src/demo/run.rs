@@ -43,7 +43,9 @@ pub struct DemoArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("seconds: {e}"))
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("seconds: {e}"))
 }
 
 /// The dataset, from `--data`, the working directory, or the source tree.
@@ -55,7 +57,9 @@ fn data_path(arg: &Option<PathBuf>) -> PathBuf {
     if here.exists() {
         return here;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dataset::DEFAULT_PATH)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dataset::DEFAULT_PATH)
 }
 
 /// The demo's own namespace on the configured servers.
@@ -112,7 +116,11 @@ pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<bool> {
         move || dataset::load(&path)
     })
     .await??;
-    let data: Dataset = if args.all { full.clone() } else { full.first_invoices(args.invoices) };
+    let data: Dataset = if args.all {
+        full.clone()
+    } else {
+        full.first_invoices(args.invoices)
+    };
     println!(
         "loaded {} invoices and {} products in {:.1}s; replaying {} invoices ({} products)",
         full.invoices.len(),
@@ -124,14 +132,20 @@ pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<bool> {
 
     let settings = demo_settings(settings);
     reset(&settings).await?;
-    let system = System::start(&settings).await.context("starting the services")?;
+    let system = System::start(&settings)
+        .await
+        .context("starting the services")?;
     println!(
         "services: checkout http://{}  cart http://{}  inventory http://{}",
         system.addr(Which::Checkout),
         system.addr(Which::Cart),
         system.addr(Which::Inventory)
     );
-    let client = ShopClient::new(system.addr(Which::Checkout), system.addr(Which::Cart), system.addr(Which::Inventory));
+    let client = ShopClient::new(
+        system.addr(Which::Checkout),
+        system.addr(Which::Cart),
+        system.addr(Which::Inventory),
+    );
     let result = replay(&args, &data, &client).await;
     system.shutdown().await;
     let ok = result?;
@@ -151,7 +165,12 @@ async fn reset(settings: &Settings) -> anyhow::Result<()> {
     }
     events::admin::delete_topology(&settings.bus(), &["checkout", "cart", "inventory"])
         .await
-        .with_context(|| format!("resetting the demo queues on {}", settings.bus().redacted_url()))?;
+        .with_context(|| {
+            format!(
+                "resetting the demo queues on {}",
+                settings.bus().redacted_url()
+            )
+        })?;
     Ok(())
 }
 
@@ -160,9 +179,18 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
     let opening: BTreeMap<&str, i64> = data
         .products
         .iter()
-        .map(|p| (p.sku.as_str(), sold.get(&p.sku).copied().unwrap_or(0) + args.spare_stock))
+        .map(|p| {
+            (
+                p.sku.as_str(),
+                sold.get(&p.sku).copied().unwrap_or(0) + args.spare_stock,
+            )
+        })
         .collect();
-    let prices: HashMap<&str, i64> = data.products.iter().map(|p| (p.sku.as_str(), p.unit_price_cents)).collect();
+    let prices: HashMap<&str, i64> = data
+        .products
+        .iter()
+        .map(|p| (p.sku.as_str(), p.unit_price_cents))
+        .collect();
 
     // 1. The catalogue, through inventory's API.
     let pb = bar(data.products.len() as u64, "products");
@@ -187,13 +215,24 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
     // 2. Checkout learns the catalogue from inventory's events, not from a call.
     let expected = data.products.len();
     let started = Instant::now();
-    crate::wait::until("checkout's catalogue to receive every product", Duration::from_secs(120), Duration::from_millis(200), || async {
-        let known = client.catalogue().await.ok()?;
-        let ready = known.iter().filter(|e| e.unit_price_cents.is_some() && e.stock_version >= 1).count();
-        (ready >= expected).then_some(())
-    })
+    crate::wait::until(
+        "checkout's catalogue to receive every product",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || async {
+            let known = client.catalogue().await.ok()?;
+            let ready = known
+                .iter()
+                .filter(|e| e.unit_price_cents.is_some() && e.stock_version >= 1)
+                .count();
+            (ready >= expected).then_some(())
+        },
+    )
     .await?;
-    println!("checkout's catalogue replica has all {expected} products ({:.1}s after registration)", started.elapsed().as_secs_f64());
+    println!(
+        "checkout's catalogue replica has all {expected} products ({:.1}s after registration)",
+        started.elapsed().as_secs_f64()
+    );
 
     // 3. The replay: each invoice fills a cart, then checks it out.
     let pb = bar(data.invoices.len() as u64, "checkouts");
@@ -245,22 +284,40 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
     // 5. Read every service back and check conservation.
     let mut checks: Vec<(String, bool)> = Vec::new();
     checks.push((
-        format!("every paid order shows cart_updated and inventory_updated ({} of {})", orders.len(), placed.len()),
+        format!(
+            "every paid order shows cart_updated and inventory_updated ({} of {})",
+            orders.len(),
+            placed.len()
+        ),
         pending.is_empty(),
     ));
 
     let carts: Vec<(String, usize)> = stream::iter(&placed)
-        .map(|p| async move { client.cart(&p.cart_id).await.map(|c| (p.cart_id.clone(), c.items.len())) })
+        .map(|p| async move {
+            client
+                .cart(&p.cart_id)
+                .await
+                .map(|c| (p.cart_id.clone(), c.items.len()))
+        })
         .buffer_unordered(32)
         .try_collect()
         .await?;
     let still_full = carts.iter().filter(|(_, n)| *n > 0).count();
-    checks.push((format!("no checked-out cart still holds what it bought ({still_full} do)"), still_full == 0));
+    checks.push((
+        format!("no checked-out cart still holds what it bought ({still_full} do)"),
+        still_full == 0,
+    ));
 
     let products = client.products().await?;
     let wrong_stock: Vec<String> = products
         .iter()
-        .filter(|p| Some(&p.stock) != opening.get(p.sku.as_str()).map(|o| o - sold.get(&p.sku).copied().unwrap_or(0)).as_ref())
+        .filter(|p| {
+            Some(&p.stock)
+                != opening
+                    .get(p.sku.as_str())
+                    .map(|o| o - sold.get(&p.sku).copied().unwrap_or(0))
+                    .as_ref()
+        })
         .map(|p| p.sku.clone())
         .collect();
     checks.push((
@@ -268,13 +325,26 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
             "each product's stock = opening stock - units sold ({} products, {} wrong{})",
             products.len(),
             wrong_stock.len(),
-            if wrong_stock.is_empty() { String::new() } else { format!(": {}", wrong_stock.iter().take(5).cloned().collect::<Vec<_>>().join(", ")) }
+            if wrong_stock.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    wrong_stock
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         ),
         wrong_stock.is_empty() && products.len() == data.products.len(),
     ));
 
     let catalogue = client.catalogue().await?;
-    let inventory_stock: HashMap<&str, i64> = products.iter().map(|p| (p.sku.as_str(), p.stock)).collect();
+    let inventory_stock: HashMap<&str, i64> =
+        products.iter().map(|p| (p.sku.as_str(), p.stock)).collect();
     let replica_off = catalogue
         .iter()
         .filter(|e| e.reserved != 0 || inventory_stock.get(e.sku.as_str()) != Some(&e.stock))
@@ -286,9 +356,18 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
 
     let wrong_totals = orders
         .values()
-        .filter(|o| o.total_cents != o.lines.iter().map(|l| l.quantity * prices[l.sku.as_str()]).sum::<i64>())
+        .filter(|o| {
+            o.total_cents
+                != o.lines
+                    .iter()
+                    .map(|l| l.quantity * prices[l.sku.as_str()])
+                    .sum::<i64>()
+        })
         .count();
-    checks.push((format!("every order total = quantities x catalogue prices ({wrong_totals} wrong)"), wrong_totals == 0));
+    checks.push((
+        format!("every order total = quantities x catalogue prices ({wrong_totals} wrong)"),
+        wrong_totals == 0,
+    ));
 
     // 6. The summary.
     let lines: usize = data.invoices.iter().map(|i| i.lines.len()).sum();
@@ -315,7 +394,10 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
         placed.len() as f64 / replay_time.as_secs_f64(),
         (placed.len() + lines) as f64 / replay_time.as_secs_f64()
     );
-    println!("background settled {:>10.1} s after the last checkout", settle_time.as_secs_f64());
+    println!(
+        "background settled {:>10.1} s after the last checkout",
+        settle_time.as_secs_f64()
+    );
     println!(
         "payment -> both updates: p50 {}  p99 {}  max {}",
         ms(percentile(&lags, 0.50)),
@@ -326,12 +408,22 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
     for (what, ok) in &checks {
         println!("[{}] {what}", if *ok { " ok " } else { "FAIL" });
     }
-    println!("\n-- the data's mess (whole file, {} rows read, {} kept) --", data.mess.rows_read, data.mess.rows_kept);
+    println!(
+        "\n-- the data's mess (whole file, {} rows read, {} kept) --",
+        data.mess.rows_read, data.mess.rows_kept
+    );
     for (reason, count) in data.mess.entries() {
         println!("{count:>8}  {reason}");
     }
     let ok = checks.iter().all(|(_, ok)| *ok);
-    println!("\n{}", if ok { "all checks passed" } else { "SOME CHECKS FAILED" });
+    println!(
+        "\n{}",
+        if ok {
+            "all checks passed"
+        } else {
+            "SOME CHECKS FAILED"
+        }
+    );
     Ok(ok)
 }
 
@@ -342,16 +434,27 @@ async fn place(client: &ShopClient, invoice: &Invoice) -> anyhow::Result<Placed>
         client
             .set_cart_item(&cart_id, &line.sku, line.quantity)
             .await
-            .with_context(|| format!("invoice {}: adding {} to the cart", invoice.invoice_no, line.sku))?;
+            .with_context(|| {
+                format!(
+                    "invoice {}: adding {} to the cart",
+                    invoice.invoice_no, line.sku
+                )
+            })?;
     }
     let lines: Vec<CheckoutLine> = invoice
         .lines
         .iter()
-        .map(|l| CheckoutLine { sku: l.sku.clone(), quantity: l.quantity })
+        .map(|l| CheckoutLine {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+        })
         .collect();
     let order = client
         .checkout(&cart_id, invoice.customer_id.as_deref(), &lines, "tok_visa")
         .await
         .with_context(|| format!("invoice {}: checkout", invoice.invoice_no))?;
-    Ok(Placed { order_id: order.order_id, cart_id })
+    Ok(Placed {
+        order_id: order.order_id,
+        cart_id,
+    })
 }
