@@ -219,6 +219,12 @@ impl Relay {
             }
         }
 
+        // Fault tests: the broker has confirmed, and the process "dies" before recording it.
+        fail::fail_point!("relay-after-confirm", |_| Err(BusError::Database(
+            sqlx::Error::Protocol(
+                "failpoint relay-after-confirm: rolled back after the broker's confirms".into()
+            )
+        )));
         if !sent.is_empty() {
             sqlx::query("UPDATE events_outbox SET sent_at = now(), attempts = attempts + 1 WHERE seq = ANY($1)")
                 .bind(&sent)

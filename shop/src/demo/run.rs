@@ -23,7 +23,7 @@ use crate::system::System;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Invoices to replay, from the start of the year (the default takes about a minute).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     pub invoices: usize,
     /// Replay the whole year (19,960 invoices, ~520,000 lines).
     #[arg(long)]

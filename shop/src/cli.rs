@@ -1,0 +1,214 @@
+//! The `shop` command line: runs the services, their provisioning, the demo, and the
+//! operator tools. In the library so the tests can run the very same entry point as a process.
+
+use std::process::ExitCode;
+
+use crate::demo;
+use crate::settings::{Settings, Which};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "shop",
+    version,
+    about = "A web shop whose services integrate through events on RabbitMQ."
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Target {
+    Checkout,
+    Cart,
+    Inventory,
+    All,
+}
+
+impl Target {
+    fn services(self) -> Vec<Which> {
+        match self {
+            Target::Checkout => vec![Which::Checkout],
+            Target::Cart => vec![Which::Cart],
+            Target::Inventory => vec![Which::Inventory],
+            Target::All => Which::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one service, or all three in one process, until SIGTERM or ctrl-c.
+    Serve {
+        #[arg(value_enum)]
+        service: Target,
+    },
+    /// Provision: create the services' databases if missing, run their migrations, and
+    /// declare their exchange and queues on the broker. Run it before a first deployment.
+    Migrate {
+        #[arg(value_enum, default_value = "all")]
+        service: Target,
+    },
+    /// Replay the real Online Retail year through the three services and check the result.
+    Demo(demo::DemoArgs),
+    /// Inspect, replay or purge a service's dead-letter queue.
+    #[command(subcommand)]
+    Dlq(crate::ops::DlqCommand),
+    /// Inspect a service's outbox, or retry its parked rows.
+    #[command(subcommand)]
+    Outbox(crate::ops::OutboxCommand),
+    /// Exit 0 if URL answers 200 (a container healthcheck without curl).
+    Probe { url: String },
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Parses the command line and runs it on a new tokio runtime.
+pub fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. });
+    // The demo draws a progress bar: only warnings interrupt it unless RUST_LOG says otherwise.
+    init_logging(
+        cli.log_format,
+        if quiet {
+            "warn,sqlx::query=error"
+        } else {
+            "info,sqlx=warn,lapin=warn"
+        },
+    );
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = cli.settings;
+    match cli.command {
+        Command::Serve { service } => {
+            let mut running = Vec::new();
+            for which in service.services() {
+                running.push(crate::system::start(which, &settings).await?);
+            }
+            for r in &running {
+                println!("{} listening on http://{}", r.name, r.addr);
+            }
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            for r in running {
+                r.shutdown().await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { service } => {
+            for which in service.services() {
+                crate::system::migrate(which, &settings).await?;
+                println!(
+                    "{}: migrated {} and declared its queues on {}",
+                    which.name(),
+                    events::config::redact_url(&settings.database_url(which)),
+                    settings.bus().redacted_url()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let ok = demo::run(args, settings).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Dlq(cmd) => {
+            crate::ops::dlq(cmd, &settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox(cmd) => {
+            crate::ops::outbox(cmd, &settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { url } => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            Ok(match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+                Ok(r) => {
+                    eprintln!("{url}: HTTP {}", r.status());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            })
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM (what Kubernetes and docker send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
