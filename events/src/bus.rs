@@ -104,7 +104,12 @@ impl Bus {
                 Err(e) => {
                     let msg = e.to_string();
                     if matches!(e, BusError::Topology { .. }) {
-                        tracing::error!(error = %msg, "broker refused our topology; fix the broker definitions (or the config) — retrying");
+                        // Running without our queues would mean "up but consuming nothing":
+                        // stop, say what differs, and let the process exit loudly.
+                        tracing::error!(error = %msg, "the broker refused our topology: fix the existing queue/exchange (or the config); stopping");
+                        health.set_error(Some(msg.clone()));
+                        health.set_fatal(msg);
+                        return;
                     } else {
                         tracing::warn!(error = %msg, url = %self.config.redacted_url(), "broker session ended; reconnecting");
                     }

@@ -11,6 +11,9 @@ pub struct BusHealth {
     has_consumers: AtomicBool,
     last_error: Mutex<Option<String>>,
     counters: Counters,
+    /// Set when the bus gave up for good (the broker refuses our topology).
+    fatal: Mutex<Option<String>>,
+    fatal_notify: tokio::sync::Notify,
 }
 
 /// What the consumer did with deliveries since start (per process).
@@ -58,6 +61,22 @@ impl BusHealth {
     }
     pub fn set_error(&self, e: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    pub(crate) fn set_fatal(&self, error: String) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.fatal_notify.notify_waiters();
+    }
+
+    /// Resolves with the reason once the bus has stopped for good (never, normally).
+    pub async fn fatal(&self) -> String {
+        loop {
+            let notified = self.fatal_notify.notified();
+            if let Some(e) = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return e;
+            }
+            notified.await;
+        }
     }
 
     pub fn counters(&self) -> &Counters {

@@ -55,6 +55,11 @@ impl Running {
         self.health.clone()
     }
 
+    /// Resolves if the service can't go on (its broker topology was refused), with the reason.
+    pub async fn failed(&self) -> String {
+        format!("{}: {}", self.name, self.health.fatal().await)
+    }
+
     /// Waits until the database is migrated and the broker session is up with its queues
     /// declared and consumers running (what `/readyz` reports), or fails after `deadline`
     /// with the last error seen.
@@ -64,6 +69,9 @@ impl Running {
             let status = self.health.status();
             if status.ready() {
                 return Ok(());
+            }
+            if let Some(fatal) = futures_util::FutureExt::now_or_never(self.health.fatal()) {
+                anyhow::bail!("{} cannot start: {fatal}", self.name);
             }
             if tokio::time::Instant::now() >= end {
                 anyhow::bail!(

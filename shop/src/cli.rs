@@ -137,12 +137,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for r in &running {
                 println!("{} listening on http://{}", r.name, r.addr);
             }
-            shutdown_signal().await;
+            let failed = futures_util::future::select_all(running.iter().map(|r| Box::pin(r.failed())));
+            let outcome = tokio::select! {
+                _ = shutdown_signal() => None,
+                (reason, _, _) = failed => Some(reason),
+            };
             tracing::info!("shutting down");
             for r in running {
                 r.shutdown().await;
             }
-            Ok(ExitCode::SUCCESS)
+            match outcome {
+                None => Ok(ExitCode::SUCCESS),
+                Some(reason) => {
+                    eprintln!("error: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Migrate { service } => {
             for which in service.services() {

@@ -6,3 +6,4 @@ mod contracts;
 mod declined;
 mod duplicates;
 mod flow;
+mod topology;
