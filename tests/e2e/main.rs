@@ -6,4 +6,5 @@ mod contracts;
 mod declined;
 mod duplicates;
 mod flow;
+mod idempotency;
 mod topology;

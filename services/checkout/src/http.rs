@@ -1,7 +1,8 @@
 //! Checkout's HTTP API.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use kit::ids::{check_id, check_positive};
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::place::{self, CheckoutError, CheckoutRequest};
+use crate::place::{self, CheckoutError, CheckoutRequest, Placed};
 use crate::store::{self, CatalogueEntry, Order};
 
 /// Most lines one checkout may have.
@@ -84,13 +85,44 @@ fn validate(body: CheckoutBody) -> Result<CheckoutRequest, Problem> {
     })
 }
 
+/// The header a client sets to make retries of one checkout safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Problem::invalid(
+            "Idempotency-Key",
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_string()))
+}
+
 async fn checkout(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<CheckoutBody>,
-) -> Result<(StatusCode, JsonResponse<Order>), Problem> {
+) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
     let request = validate(body)?;
-    match place::place_order(&s, request).await {
-        Ok(order) => Ok((StatusCode::CREATED, JsonResponse(order))),
+    match place::place_order(&s, request, key.as_deref()).await {
+        Ok(Placed::New(order)) => Ok((StatusCode::CREATED, JsonResponse(order)).into_response()),
+        Ok(Placed::Replayed { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
+            Ok((
+                status,
+                [("idempotent-replayed", "true")],
+                JsonResponse(body),
+            )
+                .into_response())
+        }
         Err(e) => Err(problem(e)),
     }
 }
@@ -110,6 +142,12 @@ fn problem(e: CheckoutError) -> Problem {
             format!("sku {sku}: {wanted} wanted, only {available} available"),
         )
         .with_field(format!("lines[{index}].quantity")),
+        CheckoutError::KeyReused => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used for a different checkout request; use a new key for a new request",
+        )
+        .with_field("Idempotency-Key"),
         CheckoutError::TotalOverflow => Problem::invalid("lines", "the order total is too large"),
         CheckoutError::Declined(reason) => {
             Problem::new(StatusCode::PAYMENT_REQUIRED, "payment-declined", reason)

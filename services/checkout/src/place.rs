@@ -20,8 +20,21 @@ pub struct CheckoutRequest {
     pub payment_token: String,
 }
 
+/// What a checkout produced: a new order, or the stored answer to an earlier request with the
+/// same Idempotency-Key.
+#[derive(Debug)]
+pub enum Placed {
+    New(Order),
+    Replayed {
+        status: u16,
+        body: serde_json::Value,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
+    #[error("the Idempotency-Key was used before with a different request")]
+    KeyReused,
     #[error("unknown sku {sku}")]
     UnknownSku { index: usize, sku: String },
     #[error("sku {sku}: {wanted} wanted, {available} available")]
@@ -41,6 +54,22 @@ pub enum CheckoutError {
     Database(#[from] sqlx::Error),
 }
 
+impl CheckoutRequest {
+    /// A digest of everything that defines the request, to tell a retry from a different
+    /// request reusing an Idempotency-Key.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({
+            "cart_id": self.cart_id,
+            "customer_id": self.customer_id,
+            "lines": self.lines.iter().map(|(_, sku, q)| (sku, q)).collect::<Vec<_>>(),
+            "payment_token": self.payment_token,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Merges lines of the same sku, keeping the position of its first occurrence.
 pub fn merge_lines(lines: impl IntoIterator<Item = (String, i64)>) -> Vec<(usize, String, i64)> {
     let mut merged: BTreeMap<String, (usize, i64)> = BTreeMap::new();
@@ -57,9 +86,38 @@ pub fn merge_lines(lines: impl IntoIterator<Item = (String, i64)>) -> Vec<(usize
 /// In one transaction: reserve every line against the availability ledger (in sku order, so
 /// concurrent checkouts can't deadlock), charge, store the order and its event. A refusal at
 /// any step rolls everything back: nothing is reserved and nothing is published.
-pub async fn place_order(state: &AppState, req: CheckoutRequest) -> Result<Order, CheckoutError> {
+pub async fn place_order(
+    state: &AppState,
+    req: CheckoutRequest,
+    idempotency_key: Option<&str>,
+) -> Result<Placed, CheckoutError> {
     let order_id = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
+    if let Some(key) = idempotency_key {
+        // Waits while another request with this key is in flight; then either we own the key
+        // or we answer what the first request answered.
+        let hash = req.fingerprint();
+        let claimed = sqlx::query("INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(key)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            let (stored_hash, status, body): (String, Option<i16>, Option<serde_json::Value>) =
+                sqlx::query_as("SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if stored_hash != hash {
+                return Err(CheckoutError::KeyReused);
+            }
+            return Ok(Placed::Replayed {
+                status: status.map_or(201, |s| s as u16),
+                body: body.unwrap_or(serde_json::Value::Null),
+            });
+        }
+    }
     let mut lines = Vec::with_capacity(req.lines.len());
     let mut total: i64 = 0;
     for (index, sku, quantity) in &req.lines {
@@ -132,10 +190,21 @@ pub async fn place_order(state: &AppState, req: CheckoutRequest) -> Result<Order
         paid_at: order.paid_at,
     };
     state.outbox.publish(&mut tx, event).await?;
+    if let Some(key) = idempotency_key {
+        let body = serde_json::to_value(&order)
+            .map_err(|e| CheckoutError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET response_status = 201, response_body = $2 WHERE key = $1",
+        )
+        .bind(key)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     // A committed order whose payment succeeded. If the commit had failed after the charge,
     // a real gateway would need a void here: the fake has nothing to void.
-    Ok(order)
+    Ok(Placed::New(order))
 }
 
 #[cfg(test)]
