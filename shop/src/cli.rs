@@ -137,7 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for r in &running {
                 println!("{} listening on http://{}", r.name, r.addr);
             }
-            let failed = futures_util::future::select_all(running.iter().map(|r| Box::pin(r.failed())));
+            let failed =
+                futures_util::future::select_all(running.iter().map(|r| Box::pin(r.failed())));
             let outcome = tokio::select! {
                 _ = shutdown_signal() => None,
                 (reason, _, _) = failed => Some(reason),

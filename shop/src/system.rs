@@ -52,14 +52,47 @@ pub async fn migrate(which: Which, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-/// The three services of one shop.
+/// The three services of one shop (and, optionally, more instances of each).
 pub struct System {
     pub checkout: Running,
     pub cart: Running,
     pub inventory: Running,
+    /// Further instances: competing consumers on the same queues, relays sharing the same
+    /// outboxes, HTTP on their own ports.
+    pub replicas: Vec<(Which, Running)>,
 }
 
 impl System {
+    /// `instances` of each service (at least 1); the extra ones listen on ports the OS picks.
+    pub async fn start_replicated(settings: &Settings, instances: usize) -> anyhow::Result<System> {
+        let mut system = System::start(settings).await?;
+        let mut extra_settings = settings.clone();
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        extra_settings.checkout_addr = any;
+        extra_settings.cart_addr = any;
+        extra_settings.inventory_addr = any;
+        for _ in 1..instances.max(1) {
+            for which in Which::ALL {
+                let r = start(which, &extra_settings).await?;
+                r.wait_ready(READY_DEADLINE).await?;
+                system.replicas.push((which, r));
+            }
+        }
+        Ok(system)
+    }
+
+    /// The HTTP addresses of every instance of `which`, the first one first.
+    pub fn addrs(&self, which: Which) -> Vec<SocketAddr> {
+        std::iter::once(self.addr(which))
+            .chain(
+                self.replicas
+                    .iter()
+                    .filter(|(w, _)| *w == which)
+                    .map(|(_, r)| r.addr),
+            )
+            .collect()
+    }
+
     pub async fn start(settings: &Settings) -> anyhow::Result<System> {
         // Inventory first: checkout's catalogue replica is fed by it.
         let inventory = start(Which::Inventory, settings).await?;
@@ -69,6 +102,7 @@ impl System {
             checkout,
             cart,
             inventory,
+            replicas: Vec::new(),
         };
         // Every queue must exist before the first event is published, or a consumer that
         // declared late would miss it.
@@ -88,6 +122,9 @@ impl System {
 
     /// Checkout first (no new orders), then the consumers.
     pub async fn shutdown(self) {
+        for (_, r) in self.replicas {
+            r.shutdown().await;
+        }
         self.checkout.shutdown().await;
         self.cart.shutdown().await;
         self.inventory.shutdown().await;

@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Replay the whole year (19,960 invoices, ~520,000 lines).
     #[arg(long)]
     pub all: bool,
+    /// Instances of each service (competing consumers, relays sharing the outbox; the
+    /// replay's HTTP requests are spread over them).
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
     /// Invoices in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
@@ -132,21 +136,39 @@ pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<bool> {
 
     let settings = demo_settings(settings);
     reset(&settings).await?;
-    let system = System::start(&settings)
+    let system = System::start_replicated(&settings, args.instances)
         .await
         .context("starting the services")?;
+    let list = |which| {
+        system
+            .addrs(which)
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!(
-        "services: checkout http://{}  cart http://{}  inventory http://{}",
-        system.addr(Which::Checkout),
-        system.addr(Which::Cart),
-        system.addr(Which::Inventory)
+        "services ({} instance(s) each): checkout {}  cart {}  inventory {}",
+        args.instances.max(1),
+        list(Which::Checkout),
+        list(Which::Cart),
+        list(Which::Inventory)
     );
-    let client = ShopClient::new(
-        system.addr(Which::Checkout),
-        system.addr(Which::Cart),
-        system.addr(Which::Inventory),
+    let (checkouts, carts, inventories) = (
+        system.addrs(Which::Checkout),
+        system.addrs(Which::Cart),
+        system.addrs(Which::Inventory),
     );
-    let result = replay(&args, &data, &client).await;
+    let clients: Vec<ShopClient> = (0..checkouts.len())
+        .map(|i| {
+            ShopClient::new(
+                checkouts[i],
+                carts[i % carts.len()],
+                inventories[i % inventories.len()],
+            )
+        })
+        .collect();
+    let result = replay(&args, &data, &clients).await;
     system.shutdown().await;
     let ok = result?;
     println!(
@@ -174,7 +196,8 @@ async fn reset(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow::Result<bool> {
+async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyhow::Result<bool> {
+    let client = &clients[0];
     let sold = data.units_by_sku();
     let opening: BTreeMap<&str, i64> = data
         .products
@@ -237,9 +260,11 @@ async fn replay(args: &DemoArgs, data: &Dataset, client: &ShopClient) -> anyhow:
     // 3. The replay: each invoice fills a cart, then checks it out.
     let pb = bar(data.invoices.len() as u64, "checkouts");
     let replay_started = Instant::now();
-    let placed: Vec<Placed> = stream::iter(&data.invoices)
-        .map(|invoice| {
+    let placed: Vec<Placed> = stream::iter(data.invoices.iter().enumerate())
+        .map(|(i, invoice)| {
             let pb = &pb;
+            // Round-robin over the instances, as a load balancer would.
+            let client = &clients[i % clients.len()];
             async move {
                 let placed = place(client, invoice).await?;
                 pb.inc(1);
