@@ -99,6 +99,7 @@ impl Bus {
             let started = tokio::time::Instant::now();
             let result = self.session(&health, &stop).await;
             health.set_connected(false);
+            crate::metrics::broker_connected(self.outbox.service(), false);
             match result {
                 Ok(()) => return,
                 Err(e) => {
@@ -161,6 +162,7 @@ impl Bus {
         }
         let _ = declare.close(200, "declared".into()).await;
         health.set_connected(true);
+        crate::metrics::broker_connected(self.outbox.service(), true);
         health.set_error(None);
         tracing::info!(service = self.outbox.service(), url = %self.config.redacted_url(), "connected to broker");
 
@@ -175,7 +177,7 @@ impl Bus {
             self.pool.clone(),
             relay_channel,
             &self.config,
-            self.config.inbox_retention,
+            self.outbox.service(),
         );
         tasks.spawn(relay.run(session_stop.clone()));
 

@@ -25,6 +25,7 @@ use crate::envelope::RawEnvelope;
 use crate::error::BusError;
 use crate::handler::{Context, HandlerError, Subscriber};
 use crate::health::BusHealth;
+use crate::metrics;
 use crate::outbox::Outbox;
 use crate::relay::short;
 use crate::topology::QueueNames;
@@ -110,7 +111,28 @@ impl Consumer {
 
     async fn process(&self, delivery: Delivery) -> Result<(), BusError> {
         let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(1);
-        let outcome = self.apply(&delivery.data).await;
+        let started = std::time::Instant::now();
+        let (outcome, event_type) = self.apply_labelled(&delivery.data).await;
+        let service = self.subscriber.name();
+        let label = match &outcome {
+            Outcome::Applied => {
+                metrics::handler_duration(service, event_type, started.elapsed());
+                "applied"
+            }
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unavailable(_) => "held",
+            Outcome::Retry(_) if attempt < self.config.max_attempts => "retried",
+            Outcome::Retry(_) => "dead_lettered",
+            Outcome::DeadLetter { .. } => "dead_lettered",
+        };
+        metrics::consumed(service, event_type, label);
+        match &outcome {
+            Outcome::Retry(_) if attempt >= self.config.max_attempts => {
+                metrics::dead_lettered(service, "retries-exhausted")
+            }
+            Outcome::DeadLetter { reason, .. } => metrics::dead_lettered(service, reason),
+            _ => {}
+        }
         let counters = self.health.counters();
         match &outcome {
             Outcome::Applied => {
@@ -159,17 +181,28 @@ impl Consumer {
         Ok(())
     }
 
-    /// Applies one message body: the whole exactly-once path.
-    pub(crate) async fn apply(&self, body: &[u8]) -> Outcome {
+    /// Applies one message body (the whole exactly-once path); also returns the event type as
+    /// a metrics label: "unknown" unless this consumer handles it, so hostile input can't
+    /// create series.
+    async fn apply_labelled(&self, body: &[u8]) -> (Outcome, &'static str) {
         let raw = match RawEnvelope::parse(body) {
             Ok(raw) => raw,
             Err(e) => {
-                return Outcome::DeadLetter {
+                let outcome = Outcome::DeadLetter {
                     reason: e.kind(),
                     error: e.to_string(),
                 };
+                return (outcome, "unknown");
             }
         };
+        let label = self
+            .subscriber
+            .known_type(&raw.meta.event_type)
+            .unwrap_or("unknown");
+        (self.apply(raw).await, label)
+    }
+
+    pub(crate) async fn apply(&self, raw: RawEnvelope) -> Outcome {
         let handler = match self.subscriber.handler_for(&raw.meta.event_type) {
             Ok(h) => h,
             Err(e) => {

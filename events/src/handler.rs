@@ -155,6 +155,11 @@ impl Subscriber {
         self.handlers.keys().copied().collect()
     }
 
+    /// `event_type` as a `'static` name if this subscriber handles it.
+    pub fn known_type(&self, event_type: &str) -> Option<&'static str> {
+        self.handlers.get_key_value(event_type).map(|(k, _)| *k)
+    }
+
     /// The handler for `event_type`, or why there is none.
     pub(crate) fn handler_for(
         &self,

@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod error;
 pub mod handler;
 pub mod health;
+mod metrics;
 pub mod outbox;
 mod relay;
 pub mod topology;

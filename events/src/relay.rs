@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::config::{BusConfig, RelayConfig};
 use crate::envelope::CONTENT_TYPE;
 use crate::error::BusError;
+use crate::metrics;
 
 const NOTIFY_CHANNEL: &str = "events_outbox";
 
@@ -67,17 +68,33 @@ pub(crate) struct Relay {
     pub exchange: String,
     pub config: RelayConfig,
     pub inbox_retention: Duration,
+    pub service: String,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, channel: Channel, bus: &BusConfig, inbox_retention: Duration) -> Self {
+    pub fn new(pool: PgPool, channel: Channel, bus: &BusConfig, service: &str) -> Self {
         Relay {
             pool,
             channel,
             exchange: bus.exchange.clone(),
             config: bus.relay.clone(),
-            inbox_retention,
+            inbox_retention: bus.inbox_retention,
+            service: service.to_string(),
         }
+    }
+
+    /// Updates the outbox gauges (pending, parked, oldest pending age).
+    async fn report(&self) -> Result<(), sqlx::Error> {
+        let (pending, parked, oldest): (i64, i64, f64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE sent_at IS NULL AND parked_at IS NULL),
+                    count(*) FILTER (WHERE parked_at IS NOT NULL),
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE sent_at IS NULL AND parked_at IS NULL)), 0)::float8
+             FROM events_outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::outbox(&self.service, pending, parked, oldest);
+        Ok(())
     }
 
     /// Runs until `stop` is cancelled (after a final flush) or the broker fails.
@@ -85,6 +102,7 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken) -> Result<(), BusError> {
         let mut listener: Option<PgListener> = None;
         let mut last_cleanup = tokio::time::Instant::now();
+        let mut last_report = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             if listener.is_none() {
                 listener = listen(&self.pool).await;
@@ -100,6 +118,10 @@ impl Relay {
             if stop.is_cancelled() {
                 let _ = self.channel.close(200, "relay stopped".into()).await;
                 return Ok(());
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = tokio::time::Instant::now();
+                let _ = self.report().await;
             }
             if last_cleanup.elapsed() > Duration::from_secs(60) {
                 last_cleanup = tokio::time::Instant::now();
@@ -209,8 +231,12 @@ impl Relay {
                 )),
             };
             match error {
-                None => sent.push(row.seq),
+                None => {
+                    metrics::published(&self.service, &row.event_type);
+                    sent.push(row.seq);
+                }
                 Some(e) => {
+                    metrics::publish_failed(&self.service, &row.event_type);
                     let park = row.attempts + 1 >= self.config.max_attempts;
                     tracing::warn!(event_id = %row.event_id, event_type = %row.event_type,
                         attempts = row.attempts + 1, parked = park, error = %e, "outbox publish failed");

@@ -25,10 +25,12 @@ struct Readiness {
 }
 
 /// Wraps a service's routes with what every service has.
-pub fn app(routes: Router, pool: PgPool, bus: Arc<BusHealth>) -> Router {
+pub fn app(service: &'static str, routes: Router, pool: PgPool, bus: Arc<BusHealth>) -> Router {
+    crate::metrics::handle();
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .with_state(Readiness { pool, bus });
     routes
         .merge(health)
@@ -41,6 +43,9 @@ pub fn app(routes: Router, pool: PgPool, bus: Arc<BusHealth>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            crate::metrics::track(service, req, next)
+        }))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -4,6 +4,7 @@ pub mod db;
 pub mod http;
 pub mod ids;
 pub mod json;
+pub mod metrics;
 pub mod problem;
 pub mod service;
 

@@ -159,7 +159,7 @@ pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running>
         )
     })?;
     let addr = listener.local_addr()?;
-    let app = http::app(parts.routes, pool.clone(), health.clone());
+    let app = http::app(S::NAME, parts.routes, pool.clone(), health.clone());
     let stop = CancellationToken::new();
     let server = tokio::spawn(
         axum::serve(listener, app)
