@@ -55,6 +55,18 @@ pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
+/// A pool that has opened its first connection (fails with the connection's own error).
+pub async fn connect_now(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url).context("invalid database url")?;
+    // One plain connection first: the pool would retry and report only "timed out".
+    sqlx::Connection::close(options.connect().await?).await?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?)
+}
+
 /// Drops a database (tests and the demo's reset). Kicks out remaining connections.
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     let options = PgConnectOptions::from_str(url)?;

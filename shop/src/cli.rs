@@ -71,6 +71,11 @@ enum Command {
         service: Target,
     },
     /// Replay the real Online Retail year through the three services and check the result.
+    ///
+    /// The demo runs the services in this process in its own namespace, reset at every run:
+    /// databases shop_demo_*, exchange shop.demo.events, queues demo.*, HTTP on free ports.
+    /// Of the settings below it uses the servers (--amqp-url, --database-url) and the bus
+    /// tuning (--db-pool, --prefetch, --concurrency, --max-attempts, --queue-type).
     Demo(demo::DemoArgs),
     /// Inspect, replay or purge a service's dead-letter queue.
     #[command(subcommand)]
@@ -86,6 +91,7 @@ fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -107,23 +113,43 @@ pub fn main() -> ExitCode {
 
 async fn async_main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. });
-    // The demo draws a progress bar: only warnings interrupt it unless RUST_LOG says otherwise.
-    init_logging(
-        cli.log_format,
-        if quiet {
-            "warn,sqlx::query=error"
-        } else {
-            "info,sqlx=warn,lapin=warn"
-        },
-    );
+    // Services log at info. The demo draws a progress bar: only warnings interrupt it. The
+    // one-shot tools report their own errors, so the client libraries' logs stay quiet there.
+    let default_filter = match cli.command {
+        Command::Serve { .. } | Command::Migrate { .. } => "info,sqlx=warn,lapin=warn",
+        Command::Demo(_) => "warn,sqlx::query=error",
+        _ => "warn,sqlx=off,lapin=off",
+    };
+    init_logging(cli.log_format, default_filter);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes as one sentence, each cause said once (client libraries often
+/// repeat their source in their own message).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        // PostgreSQL's own source position is noise for a user.
+        let part = match part.find(" at line ") {
+            Some(i) if part[i + 9..].chars().all(|c| c.is_ascii_digit()) => part[..i].to_string(),
+            _ => part,
+        };
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -194,7 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::FAILURE
                 }
                 Err(e) => {
-                    eprintln!("{url}: {e}");
+                    eprintln!("{url}: {}", describe(&anyhow::Error::new(e)));
                     ExitCode::FAILURE
                 }
             })

@@ -173,7 +173,6 @@ pub async fn outbox(cmd: OutboxCommand, settings: &Settings) -> anyhow::Result<(
         OutboxCommand::Retry { service, id } => (*service, *id),
     };
     let url = settings.database_url(service);
-    let pool = kit::db::pool(&url, 2)?;
     let context = || {
         format!(
             "reading {}'s outbox at {}",
@@ -181,16 +180,23 @@ pub async fn outbox(cmd: OutboxCommand, settings: &Settings) -> anyhow::Result<(
             events::config::redact_url(&url)
         )
     };
+    // Connect now, so an unreachable server says why instead of "pool timed out".
+    let pool = kit::db::connect_now(&url, 2).await.with_context(context)?;
     match cmd {
         OutboxCommand::Status { .. } => {
             let s = events::outbox::status(&pool).await.with_context(context)?;
+            let oldest = if s.pending > 0 {
+                format!(" (oldest {:.1} s)", s.oldest_pending_secs)
+            } else {
+                String::new()
+            };
             println!(
-                "{}: {} pending (oldest {:.1} s), {} parked, {} sent (kept for the retention period)",
+                "{}: {} pending{oldest}, {} parked, {} sent (sent rows are kept {} h)",
                 service.name(),
                 s.pending,
-                s.oldest_pending_secs,
                 s.parked,
-                s.sent
+                s.sent,
+                events::RelayConfig::default().retention.as_secs() / 3600
             );
             for r in &s.parked_rows {
                 println!(

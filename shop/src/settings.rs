@@ -41,17 +41,17 @@ pub struct Settings {
     pub amqp_url: String,
 
     /// The topic exchange every event goes through.
-    #[arg(long, env = "SHOP_EXCHANGE", default_value = events::config::DEFAULT_EXCHANGE, global = true)]
+    #[arg(long, env = "SHOP_EXCHANGE", hide_env_values = true, default_value = events::config::DEFAULT_EXCHANGE, global = true)]
     pub exchange: String,
 
     /// Prepended to every queue name (several systems on one broker).
-    #[arg(long, env = "SHOP_QUEUE_PREFIX", default_value = "", global = true)]
+    #[arg(long, env = "SHOP_QUEUE_PREFIX", hide_env_values = true, default_value = "", global = true)]
     pub queue_prefix: String,
 
     /// Queue type of the services' queues.
     #[arg(
         long,
-        env = "SHOP_QUEUE_TYPE",
+        env = "SHOP_QUEUE_TYPE", hide_env_values = true,
         value_enum,
         default_value = "quorum",
         global = true
@@ -72,7 +72,7 @@ pub struct Settings {
     /// Prefix of the services' database names.
     #[arg(
         long,
-        env = "SHOP_DATABASE_PREFIX",
+        env = "SHOP_DATABASE_PREFIX", hide_env_values = true,
         default_value = "shop_",
         global = true
     )]
@@ -101,7 +101,7 @@ pub struct Settings {
     /// Where checkout's HTTP API listens.
     #[arg(
         long,
-        env = "CHECKOUT_ADDR",
+        env = "CHECKOUT_ADDR", hide_env_values = true,
         default_value = "127.0.0.1:8081",
         global = true
     )]
@@ -109,7 +109,7 @@ pub struct Settings {
     /// Where cart's HTTP API listens.
     #[arg(
         long,
-        env = "CART_ADDR",
+        env = "CART_ADDR", hide_env_values = true,
         default_value = "127.0.0.1:8082",
         global = true
     )]
@@ -117,26 +117,26 @@ pub struct Settings {
     /// Where inventory's HTTP API listens.
     #[arg(
         long,
-        env = "INVENTORY_ADDR",
+        env = "INVENTORY_ADDR", hide_env_values = true,
         default_value = "127.0.0.1:8083",
         global = true
     )]
     pub inventory_addr: SocketAddr,
 
     /// Database connections per service instance.
-    #[arg(long, env = "SHOP_DB_POOL", default_value_t = 16, global = true)]
+    #[arg(long, env = "SHOP_DB_POOL", hide_env_values = true, default_value_t = 16, global = true)]
     pub db_pool: u32,
 
     /// Deliveries the broker hands each service before acks (bounds memory).
-    #[arg(long, env = "SHOP_PREFETCH", default_value_t = 64, global = true)]
+    #[arg(long, env = "SHOP_PREFETCH", hide_env_values = true, default_value_t = 64, global = true)]
     pub prefetch: u16,
 
     /// Event handlers running at once per service.
-    #[arg(long, env = "SHOP_CONCURRENCY", default_value_t = 8, global = true)]
+    #[arg(long, env = "SHOP_CONCURRENCY", hide_env_values = true, default_value_t = 8, global = true)]
     pub concurrency: usize,
 
     /// Attempts before a failing event is dead-lettered.
-    #[arg(long, env = "SHOP_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    #[arg(long, env = "SHOP_MAX_ATTEMPTS", hide_env_values = true, default_value_t = 5, global = true)]
     pub max_attempts: u32,
 }
 
