@@ -239,8 +239,25 @@ impl Consumer {
             let mut ctx = Context::new(&mut tx, &self.outbox, &raw.meta);
             handler.call(&mut ctx, decoded).await?;
             tx.commit().await?;
+            tracing::debug!("event applied");
             Ok::<_, HandlerError>(Outcome::Applied)
         };
+        // One span per event, continuing the producer's trace: every log line of the handler
+        // carries the trace id and the correlation id.
+        let trace = raw
+            .meta
+            .traceparent
+            .as_deref()
+            .and_then(crate::trace::TraceParent::parse);
+        let span = tracing::info_span!(
+            "event",
+            consumer = self.subscriber.name(),
+            event_type = %raw.meta.event_type,
+            event_id = %raw.meta.id,
+            correlation_id = raw.meta.correlationid.as_deref().unwrap_or(""),
+            trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        );
+        let work = tracing::Instrument::instrument(work, span);
         match tokio::time::timeout(self.config.handler_timeout, work).await {
             Ok(Ok(outcome)) => {
                 if outcome == Outcome::Duplicate {

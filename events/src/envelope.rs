@@ -74,7 +74,8 @@ impl<T: Event> Envelope<T> {
                 datacontenttype: DATA_CONTENT_TYPE.to_string(),
                 correlationid: Some(id.to_string()),
                 causationid: None,
-                traceparent: None,
+                // The trace of the request (or handler) publishing it, as a child span.
+                traceparent: crate::trace::current().map(|t| t.child().to_string()),
             },
             data,
         }
@@ -87,7 +88,11 @@ impl<T: Event> Envelope<T> {
             .clone()
             .or_else(|| Some(cause.id.to_string()));
         self.meta.causationid = Some(cause.id.to_string());
-        self.meta.traceparent = cause.traceparent.clone();
+        self.meta.traceparent = cause
+            .traceparent
+            .as_deref()
+            .and_then(crate::trace::TraceParent::parse)
+            .map(|t| t.child().to_string());
         self
     }
 

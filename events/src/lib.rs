@@ -21,6 +21,7 @@ mod metrics;
 pub mod outbox;
 mod relay;
 pub mod topology;
+pub mod trace;
 
 pub use bus::{Bus, BusHandle};
 pub use config::{BusConfig, QueueType, RelayConfig};

@@ -46,7 +46,36 @@ pub fn app(service: &'static str, routes: Router, pool: PgPool, bus: Arc<BusHeal
         .layer(axum::middleware::from_fn(move |req, next| {
             crate::metrics::track(service, req, next)
         }))
+        .layer(axum::middleware::from_fn(trace_request))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Continues the caller's W3C trace (`traceparent` header) or starts one; events published
+/// while handling the request carry it, the response returns it, and the request's log lines
+/// carry its trace id.
+async fn trace_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use events::trace::{self, TraceParent};
+    let parent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let current = parent.map_or_else(TraceParent::new_root, |p| p.child());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = %current.trace_id_hex(),
+    );
+    let mut response =
+        tracing::Instrument::instrument(trace::scope(current, next.run(request)), span).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&current.to_string()) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    response
 }
 
 /// Ready = database reachable, broker connected, consumers running. 503 with the details

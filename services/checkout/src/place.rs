@@ -202,6 +202,7 @@ pub async fn place_order(
         .await?;
     }
     tx.commit().await?;
+    tracing::info!(%order_id, total_cents = total, "order paid");
     // A committed order whose payment succeeded. If the commit had failed after the charge,
     // a real gateway would need a void here: the fake has nothing to void.
     Ok(Placed::New(order))
