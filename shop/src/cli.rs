@@ -77,6 +77,13 @@ enum Command {
     /// Of the settings below it uses the servers (--amqp-url, --database-url) and the bus
     /// tuning (--db-pool, --prefetch, --concurrency, --max-attempts, --queue-type).
     Demo(demo::DemoArgs),
+    /// Measure the bus and the shop beside the broker's and the database's own ceilings.
+    ///
+    /// Scenarios: ceiling-broker (raw lapin), ceiling-db (raw sqlx), bus (the events library
+    /// alone), checkout (the three services as processes, through HTTP), backlog (a deep
+    /// queue drained), year (the demo's replay). Prints a table (or --json) with the targets
+    /// of issue #5 judged on this machine's figures.
+    Bench(crate::bench::BenchArgs),
     /// Inspect, replay or purge a service's dead-letter queue.
     #[command(subcommand)]
     Dlq(crate::ops::DlqCommand),
@@ -118,6 +125,9 @@ async fn async_main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Serve { .. } | Command::Migrate { .. } => "info,sqlx=warn,lapin=warn",
         Command::Demo(_) => "warn,sqlx::query=error",
+        // The bench reports failures itself; lapin's log of its own channel teardown would
+        // only break the progress bars.
+        Command::Bench(_) => "warn,sqlx::query=error,lapin=off",
         _ => "warn,sqlx=off,lapin=off",
     };
     init_logging(cli.log_format, default_filter);
@@ -195,6 +205,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => {
             let ok = demo::run(args, settings).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Bench(args) => {
+            let ok = crate::bench::run(args, settings).await?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

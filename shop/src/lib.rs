@@ -1,6 +1,7 @@
-//! The `shop` command's library: settings, starting services, the HTTP client, the demo.
+//! The `shop` command's library: settings, starting services, the HTTP client, the demo, the bench.
 //! Everything testable lives here; `main.rs` only parses the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod demo;

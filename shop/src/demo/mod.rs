@@ -1,4 +1,4 @@
 pub mod dataset;
 mod run;
 
-pub use run::{DemoArgs, run};
+pub use run::{DemoArgs, ReplayReport, data_path, replay, run};

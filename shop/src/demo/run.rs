@@ -22,19 +22,19 @@ use crate::system::System;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Invoices to replay, from the start of the year (the default takes about a minute).
+    /// Invoices to replay, from the start of the year (the default takes a minute or two).
     #[arg(long, default_value_t = 1000)]
     pub invoices: usize,
-    /// Replay the whole year (19,960 invoices, ~520,000 lines).
+    /// Replay the whole year (19,773 invoices, 517,265 lines).
     #[arg(long)]
     pub all: bool,
     /// Instances of each service (competing consumers, relays sharing the outbox; the
     /// replay's HTTP requests are spread over them).
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
-    /// Invoices in flight at once.
+    /// Invoices in flight at once (each fills its cart, then checks out).
     #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
+    pub parallel: usize,
     /// The Online Retail CSV (gzip).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -53,7 +53,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 /// The dataset, from `--data`, the working directory, or the source tree.
-fn data_path(arg: &Option<PathBuf>) -> PathBuf {
+pub fn data_path(arg: &Option<PathBuf>) -> PathBuf {
     if let Some(p) = arg {
         return p.clone();
     }
@@ -170,7 +170,7 @@ pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<bool> {
         .collect();
     let result = replay(&args, &data, &clients).await;
     system.shutdown().await;
-    let ok = result?;
+    let ok = print_summary(&result?, &data);
     println!(
         "\nThe demo's databases ({}checkout, …) and queues ({}*) are left for inspection; the next run resets them.",
         settings.database_prefix, settings.queue_prefix
@@ -196,7 +196,38 @@ async fn reset(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyhow::Result<bool> {
+/// What a replay did and what the read-back found (`shop bench year` reports it too).
+pub struct ReplayReport {
+    pub checkouts: usize,
+    pub lines: usize,
+    pub units: i64,
+    pub products: usize,
+    pub carts_emptied: usize,
+    /// From the last registration until checkout's replica knew every product.
+    pub catalogue_sync: Duration,
+    /// The checkouts (carts filled, then paid).
+    pub replay_time: Duration,
+    /// From the last checkout until every order showed both background updates.
+    pub settle_time: Duration,
+    /// Payment -> both background updates, per order, sorted.
+    pub lags: Vec<Duration>,
+    /// The conservation checks: what, and whether it held.
+    pub checks: Vec<(String, bool)>,
+}
+
+impl ReplayReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|(_, ok)| *ok)
+    }
+}
+
+/// Registers the products, replays the invoices through `clients`, waits for the background
+/// updates and checks conservation. Prints nothing but its progress bars (on stderr).
+pub async fn replay(
+    args: &DemoArgs,
+    data: &Dataset,
+    clients: &[ShopClient],
+) -> anyhow::Result<ReplayReport> {
     let client = &clients[0];
     let sold = data.units_by_sku();
     let opening: BTreeMap<&str, i64> = data
@@ -230,7 +261,7 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(args.concurrency)
+        .buffer_unordered(args.parallel)
         .try_collect::<()>()
         .await?;
     pb.finish();
@@ -252,10 +283,7 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
         },
     )
     .await?;
-    println!(
-        "checkout's catalogue replica has all {expected} products ({:.1}s after registration)",
-        started.elapsed().as_secs_f64()
-    );
+    let catalogue_sync = started.elapsed();
 
     // 3. The replay: each invoice fills a cart, then checks it out.
     let pb = bar(data.invoices.len() as u64, "checkouts");
@@ -271,7 +299,7 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
                 anyhow::Ok(placed)
             }
         })
-        .buffered(args.concurrency)
+        .buffered(args.parallel)
         .try_collect()
         .await?;
     pb.finish();
@@ -394,7 +422,6 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
         wrong_totals == 0,
     ));
 
-    // 6. The summary.
     let lines: usize = data.invoices.iter().map(|i| i.lines.len()).sum();
     let units: i64 = sold.values().sum();
     let mut lags: Vec<Duration> = orders
@@ -406,31 +433,51 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
         .collect();
     lags.sort();
     let carts_emptied = carts.iter().filter(|(_, n)| *n == 0).count();
+    Ok(ReplayReport {
+        checkouts: placed.len(),
+        lines,
+        units,
+        products: data.products.len(),
+        carts_emptied,
+        catalogue_sync,
+        replay_time,
+        settle_time,
+        lags,
+        checks,
+    })
+}
 
+/// 6. The summary; false when a check failed.
+fn print_summary(r: &ReplayReport, data: &Dataset) -> bool {
+    println!(
+        "checkout's catalogue replica had all {} products {:.1}s after registration",
+        r.products,
+        r.catalogue_sync.as_secs_f64()
+    );
     println!("\n== shop demo: summary ==");
-    println!("checkouts          {:>10}", placed.len());
-    println!("lines              {:>10}", lines);
-    println!("carts emptied      {:>10}", carts_emptied);
-    println!("units moved        {:>10}", units);
-    println!("products           {:>10}", data.products.len());
+    println!("checkouts          {:>10}", r.checkouts);
+    println!("lines              {:>10}", r.lines);
+    println!("carts emptied      {:>10}", r.carts_emptied);
+    println!("units moved        {:>10}", r.units);
+    println!("products           {:>10}", r.products);
     println!(
         "replay             {:>10.1} s  ({:.0} checkouts/s, {:.0} HTTP requests/s incl. cart fills)",
-        replay_time.as_secs_f64(),
-        placed.len() as f64 / replay_time.as_secs_f64(),
-        (placed.len() + lines) as f64 / replay_time.as_secs_f64()
+        r.replay_time.as_secs_f64(),
+        r.checkouts as f64 / r.replay_time.as_secs_f64(),
+        (r.checkouts + r.lines) as f64 / r.replay_time.as_secs_f64()
     );
     println!(
         "background settled {:>10.1} s after the last checkout",
-        settle_time.as_secs_f64()
+        r.settle_time.as_secs_f64()
     );
     println!(
         "payment -> both updates: p50 {}  p99 {}  max {}",
-        ms(percentile(&lags, 0.50)),
-        ms(percentile(&lags, 0.99)),
-        ms(lags.last().copied().unwrap_or_default())
+        ms(percentile(&r.lags, 0.50)),
+        ms(percentile(&r.lags, 0.99)),
+        ms(r.lags.last().copied().unwrap_or_default())
     );
     println!("\n-- checks --");
-    for (what, ok) in &checks {
+    for (what, ok) in &r.checks {
         println!("[{}] {what}", if *ok { " ok " } else { "FAIL" });
     }
     println!(
@@ -440,7 +487,7 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
     for (reason, count) in data.mess.entries() {
         println!("{count:>8}  {reason}");
     }
-    let ok = checks.iter().all(|(_, ok)| *ok);
+    let ok = r.ok();
     println!(
         "\n{}",
         if ok {
@@ -449,7 +496,7 @@ async fn replay(args: &DemoArgs, data: &Dataset, clients: &[ShopClient]) -> anyh
             "SOME CHECKS FAILED"
         }
     );
-    Ok(ok)
+    ok
 }
 
 /// Fills the invoice's cart line by line, then checks it out.
