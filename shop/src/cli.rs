@@ -94,15 +94,31 @@ enum Command {
     Probe { url: String },
 }
 
-fn init_logging(format: LogFormat, default: &str) {
+/// Logs to stderr; with `OTEL_EXPORTER_OTLP_ENDPOINT` set, also exports the spans over OTLP
+/// as `service` (crate::telemetry).
+fn init_logging(format: LogFormat, default: &str, service: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let (otel, otel_error) = match crate::telemetry::layer(service) {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    if let Some(e) = otel_error {
+        tracing::warn!("OpenTelemetry export disabled: {}", describe(&e));
     }
 }
 
@@ -115,7 +131,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async_main())
+    let code = runtime.block_on(async_main());
+    // Outside the runtime: the exporter's last batch goes out on a thread of its own.
+    crate::telemetry::shutdown();
+    code
 }
 
 async fn async_main() -> ExitCode {
@@ -130,7 +149,12 @@ async fn async_main() -> ExitCode {
         Command::Bench(_) => "warn,sqlx::query=error,lapin=off",
         _ => "warn,sqlx=off,lapin=off",
     };
-    init_logging(cli.log_format, default_filter);
+    // What exported spans are attributed to (service.name): the service a process runs.
+    let service = match &cli.command {
+        Command::Serve { service } if *service != Target::All => service.services()[0].name(),
+        _ => "shop",
+    };
+    init_logging(cli.log_format, default_filter, service);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -198,7 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{}: migrated {} and declared its queues on {}",
                     which.name(),
                     events::config::redact_url(&settings.database_url(which)),
-                    settings.bus().redacted_url()
+                    settings.bus_for(which).redacted_url()
                 );
             }
             Ok(ExitCode::SUCCESS)

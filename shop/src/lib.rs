@@ -8,6 +8,7 @@ pub mod demo;
 pub mod ops;
 pub mod settings;
 pub mod system;
+pub mod telemetry;
 pub mod wait;
 
 pub use client::ShopClient;

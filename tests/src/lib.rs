@@ -2,6 +2,11 @@
 //! RabbitMQ and PostgreSQL, isolated by a unique id (its own databases, exchange and queues)
 //! and removed again when the test ends, even when it panics.
 
+pub mod broker;
+pub mod fault_shop;
+pub mod proxy;
+pub mod workload;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
