@@ -31,6 +31,12 @@ pub async fn delete_topology(config: &BusConfig, consumers: &[&str]) -> Result<(
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }
+        channel
+            .exchange_delete(
+                names.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await?;
     }
     channel
         .exchange_delete(
@@ -186,16 +192,21 @@ pub async fn replay_dead_letters(
             AMQPValue::LongLongInt(1),
         );
         headers = cleaned;
+        // Through the consumer's own exchange, so the service's own broker user may replay.
         let confirm = channel
             .basic_publish(
-                "".into(),
+                names.exchange.as_str().into(),
                 names.main.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
                 &delivery.data,
-                delivery.properties.clone().with_headers(headers),
+                crate::consumer::copy_properties(
+                    &delivery.properties,
+                    headers,
+                    config.publisher_user_id().as_deref(),
+                ),
             )
             .await?
             .await?;
@@ -232,8 +243,8 @@ pub async fn declare_topology(
     subscriber: &crate::Subscriber,
 ) -> Result<(), lapin::Error> {
     let conn = connect(config).await?;
+    crate::topology::ensure_exchange(config).await?;
     let channel = conn.create_channel().await?;
-    crate::topology::declare_exchange(&channel, config).await?;
     let names = QueueNames::new(config, subscriber.name());
     crate::topology::declare_consumer_queues(&channel, config, &names, &subscriber.event_types())
         .await?;

@@ -142,14 +142,14 @@ impl Bus {
         };
         let mut errors = conn.events_listener();
 
-        let declare = conn.create_channel().await?;
-        topology::declare_exchange(&declare, &self.config)
+        topology::ensure_exchange(&self.config)
             .await
             .map_err(|e| refused(&format!("exchange {}", self.config.exchange), e))?;
         let names = self
             .subscriber
             .as_ref()
             .map(|s| QueueNames::new(&self.config, s.name()));
+        let declare = conn.create_channel().await?;
         if let (Some(sub), Some(names)) = (&self.subscriber, &names) {
             topology::declare_consumer_queues(&declare, &self.config, names, &sub.event_types())
                 .await

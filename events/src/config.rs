@@ -111,6 +111,23 @@ impl BusConfig {
         d
     }
 
+    /// The user this bus authenticates as (from the AMQP url), set as the `user_id` property
+    /// of everything it publishes: the broker rejects a message whose `user_id` is not the
+    /// connection's user, so a consumer can trust it names the publisher. `None` with
+    /// `auth_mechanism=external` (the user is the TLS certificate's, not the url's) or an
+    /// unparsable url (connecting reports that).
+    pub fn publisher_user_id(&self) -> Option<String> {
+        let uri: lapin::uri::AMQPUri = self.amqp_url.parse().ok()?;
+        if matches!(
+            uri.query.auth_mechanism,
+            Some(lapin::uri::SASLMechanism::External)
+        ) {
+            return None;
+        }
+        let user = uri.authority.userinfo.username;
+        (!user.is_empty() && user.len() <= 255).then_some(user)
+    }
+
     /// The AMQP url with its password replaced, for logs and errors.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.amqp_url)
@@ -141,6 +158,16 @@ mod tests {
         assert_eq!(c.retry_delay(1), Duration::from_secs(1));
         assert_eq!(c.retry_delay(2), Duration::from_secs(5));
         assert_eq!(c.retry_delay(9), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_publisher_is_the_urls_user() {
+        let mut c = BusConfig::default();
+        assert_eq!(c.publisher_user_id().as_deref(), Some("guest"));
+        c.amqp_url = "amqps://shop%2Dcart:p%40ss@rabbit/%2f".into();
+        assert_eq!(c.publisher_user_id().as_deref(), Some("shop-cart"));
+        c.amqp_url = "amqps://rabbit/%2f?auth_mechanism=external".into();
+        assert_eq!(c.publisher_user_id(), None);
     }
 
     #[test]

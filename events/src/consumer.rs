@@ -310,18 +310,23 @@ impl Consumer {
             .await
     }
 
-    /// Publishes a copy of `delivery` straight to `queue` and waits for the broker's confirm.
+    /// Publishes a copy of `delivery` to `queue` (through the consumer's own direct exchange,
+    /// never the default one) and waits for the broker's confirm.
     async fn republish(
         &self,
         queue: &str,
         delivery: &Delivery,
         headers: FieldTable,
     ) -> Result<(), BusError> {
-        let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+        let properties = copy_properties(
+            &delivery.properties,
+            headers,
+            self.config.publisher_user_id().as_deref(),
+        );
         let confirmation = self
             .side
             .basic_publish(
-                "".into(),
+                self.names.exchange.as_str().into(),
                 short(queue),
                 BasicPublishOptions {
                     mandatory: true,
@@ -355,6 +360,58 @@ fn database_unavailable(e: &anyhow::Error) -> bool {
             )
         )
     })
+}
+
+/// `props` with `headers`, published by `user_id`: the copy is this consumer's message, and
+/// the broker refuses a `user_id` other than the connection's (the original publisher's is
+/// in `app_id` and the envelope's `source`).
+pub fn copy_properties(
+    props: &BasicProperties,
+    headers: FieldTable,
+    user_id: Option<&str>,
+) -> BasicProperties {
+    let mut copy = BasicProperties::default().with_headers(headers);
+    let p = props;
+    if let Some(v) = p.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        copy = copy.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        copy = copy.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        copy = copy.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.expiration() {
+        copy = copy.with_expiration(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        copy = copy.with_type(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        copy = copy.with_cluster_id(v.clone());
+    }
+    if let Some(user) = user_id {
+        copy = copy.with_user_id(crate::relay::short(user));
+    }
+    copy
 }
 
 fn long(s: &str) -> AMQPValue {

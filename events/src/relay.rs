@@ -32,7 +32,7 @@ struct PendingRow {
 
 /// AMQP properties mirroring the envelope, so tools that never parse the body still see
 /// id, type and correlation.
-fn properties(row: &PendingRow) -> BasicProperties {
+fn properties(row: &PendingRow, user_id: Option<&str>) -> BasicProperties {
     let app_id = row.source.rsplit('/').next().unwrap_or(&row.source);
     let mut props = BasicProperties::default()
         .with_message_id(row.event_id.to_string().into())
@@ -43,6 +43,9 @@ fn properties(row: &PendingRow) -> BasicProperties {
         .with_delivery_mode(2);
     if let Some(c) = &row.correlation_id {
         props = props.with_correlation_id(short(c));
+    }
+    if let Some(user) = user_id {
+        props = props.with_user_id(short(user));
     }
     props
 }
@@ -66,6 +69,8 @@ pub(crate) struct Relay {
     pub pool: PgPool,
     pub channel: Channel,
     pub exchange: String,
+    /// Set on every message (see [`BusConfig::publisher_user_id`]).
+    pub user_id: Option<String>,
     pub config: RelayConfig,
     pub inbox_retention: Duration,
     pub service: String,
@@ -77,6 +82,7 @@ impl Relay {
             pool,
             channel,
             exchange: bus.exchange.clone(),
+            user_id: bus.publisher_user_id(),
             config: bus.relay.clone(),
             inbox_retention: bus.inbox_retention,
             service: service.to_string(),
@@ -204,7 +210,7 @@ impl Relay {
                         ..Default::default()
                     },
                     row.payload.as_bytes(),
-                    properties(row),
+                    properties(row, self.user_id.as_deref()),
                 )
                 .await
                 // The channel is gone: leave every row pending (the transaction rolls back)

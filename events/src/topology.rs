@@ -1,6 +1,13 @@
 //! Exchange and queues. Declared on every (re)connect, so a broker that lost its definitions
 //! gets them back; a declare the broker refuses stops the session with a message naming the
 //! queue and what differs.
+//!
+//! Each consumer also has its own direct exchange `<queue>.direct`, to which its main queue,
+//! its hold queues and its dead-letter queue are bound by their own names. Every republish
+//! (retry, dead-letter, replay) and every broker-side dead-lettering goes through it, never
+//! through the default exchange: a service's broker user then needs write permission only on
+//! its own exchange and the events exchange, and write on `amq.default` (which would let it
+//! put messages into any queue) is never granted.
 
 use std::time::Duration;
 
@@ -16,6 +23,9 @@ pub struct QueueNames {
     pub main: String,
     pub dead_letter: String,
     pub prefix: String,
+    /// The consumer's own direct exchange: routes a message whose routing key is one of its
+    /// queues' names to that queue.
+    pub exchange: String,
 }
 
 impl QueueNames {
@@ -23,6 +33,7 @@ impl QueueNames {
         let main = format!("{}{consumer}", config.queue_prefix);
         QueueNames {
             dead_letter: format!("{main}.dlq"),
+            exchange: format!("{main}.direct"),
             prefix: config.queue_prefix.clone(),
             main,
         }
@@ -36,6 +47,47 @@ impl QueueNames {
 
 fn str_value(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declares the events exchange on a connection of its own. A service whose broker user may
+/// not configure the shared exchange (least privilege: only the provisioning admin may) gets
+/// ACCESS_REFUSED; it then only checks (passively, which needs no permission) that the
+/// exchange exists. Its own connection, because a refused declare closes the channel and
+/// lapin reports that as an error event on the connection, which ends a bus session.
+pub async fn ensure_exchange(config: &BusConfig) -> Result<(), lapin::Error> {
+    let conn = lapin::Connection::connect(
+        &config.amqp_url,
+        lapin::ConnectionProperties::default().with_connection_name("declare".into()),
+    )
+    .await?;
+    let result = async {
+        let channel = conn.create_channel().await?;
+        match declare_exchange(&channel, config).await {
+            Err(e) if access_refused(&e) => {
+                let channel = conn.create_channel().await?;
+                channel
+                    .exchange_declare(
+                        config.exchange.as_str().into(),
+                        ExchangeKind::Topic,
+                        ExchangeDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+            }
+            other => other,
+        }
+    }
+    .await;
+    let _ = conn.close(200, "declared".into()).await;
+    result
+}
+
+/// The broker refused for lack of permission (403 ACCESS_REFUSED).
+pub fn access_refused(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
 }
 
 pub async fn declare_exchange(channel: &Channel, config: &BusConfig) -> Result<(), lapin::Error> {
@@ -64,6 +116,20 @@ pub async fn declare_consumer_queues(
         ..Default::default()
     };
 
+    // The consumer's own exchange first: the queues below dead-letter to it, and the broker
+    // checks write permission on a dead-letter exchange when a queue is declared.
+    channel
+        .exchange_declare(
+            names.exchange.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+
     let mut dlq_args = FieldTable::default();
     if config.queue_type == QueueType::Quorum {
         dlq_args.insert("x-queue-type".into(), str_value("quorum"));
@@ -75,7 +141,7 @@ pub async fn declare_consumer_queues(
     // Broker-side dead-lettering (delivery limit exceeded, rejected) lands in the same DLQ
     // as the library's own, so operators have one place to look.
     let mut main_args = FieldTable::default();
-    main_args.insert("x-dead-letter-exchange".into(), str_value(""));
+    main_args.insert("x-dead-letter-exchange".into(), str_value(&names.exchange));
     main_args.insert(
         "x-dead-letter-routing-key".into(),
         str_value(&names.dead_letter),
@@ -97,10 +163,25 @@ pub async fn declare_consumer_queues(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(delay.as_millis() as i64),
         );
-        args.insert("x-dead-letter-exchange".into(), str_value(""));
+        args.insert("x-dead-letter-exchange".into(), str_value(&names.exchange));
         args.insert("x-dead-letter-routing-key".into(), str_value(&names.main));
         channel
             .queue_declare(names.hold(delay).as_str().into(), durable, args)
+            .await?;
+    }
+
+    // Each queue bound to the consumer's exchange by its own name.
+    let mut own = vec![names.main.clone(), names.dead_letter.clone()];
+    own.extend(config.distinct_retry_delays().into_iter().map(|d| names.hold(d)));
+    for queue in &own {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                names.exchange.as_str().into(),
+                queue.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
     }
 

@@ -14,6 +14,24 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .get_database()
         .context("the database url names no database")?
         .to_string();
+    // The usual case, and the only one a least-privilege role (owner of its database, no
+    // CREATEDB) can pass: the database is there. Only if it is missing, create it from the
+    // `postgres` database (which needs a role allowed to create databases).
+    match options.connect().await {
+        Ok(conn) => {
+            let _ = sqlx::Connection::close(conn).await;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot connect to PostgreSQL at {}",
+                    events::config::redact_url(url)
+                )
+            });
+        }
+    }
     let mut admin = options
         .clone()
         .database("postgres")

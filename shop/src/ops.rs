@@ -73,7 +73,13 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 pub async fn dlq(cmd: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
-    let bus = settings.bus();
+    // The service's own broker user when it has one (its DLQ and exchange are its own).
+    let bus = match &cmd {
+        DlqCommand::List { service, .. }
+        | DlqCommand::Show { service, .. }
+        | DlqCommand::Replay { service, .. }
+        | DlqCommand::Purge { service, .. } => settings.bus_for(*service),
+    };
     let broker = || format!("reading the dead-letter queue on {}", bus.redacted_url());
     match cmd {
         DlqCommand::List { service, limit } => {

@@ -40,18 +40,40 @@ pub struct Settings {
     #[arg(long, env = "AMQP_URL", default_value = events::config::DEFAULT_AMQP_URL, hide_env_values = true, global = true)]
     pub amqp_url: String,
 
+    /// RabbitMQ URL for checkout alone (its own broker user; overrides AMQP_URL for it).
+    #[arg(long, env = "CHECKOUT_AMQP_URL", hide_env_values = true, global = true)]
+    pub checkout_amqp_url: Option<String>,
+    /// RabbitMQ URL for cart alone.
+    #[arg(long, env = "CART_AMQP_URL", hide_env_values = true, global = true)]
+    pub cart_amqp_url: Option<String>,
+    /// RabbitMQ URL for inventory alone.
+    #[arg(
+        long,
+        env = "INVENTORY_AMQP_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub inventory_amqp_url: Option<String>,
+
     /// The topic exchange every event goes through.
     #[arg(long, env = "SHOP_EXCHANGE", hide_env_values = true, default_value = events::config::DEFAULT_EXCHANGE, global = true)]
     pub exchange: String,
 
     /// Prepended to every queue name (several systems on one broker).
-    #[arg(long, env = "SHOP_QUEUE_PREFIX", hide_env_values = true, default_value = "", global = true)]
+    #[arg(
+        long,
+        env = "SHOP_QUEUE_PREFIX",
+        hide_env_values = true,
+        default_value = "",
+        global = true
+    )]
     pub queue_prefix: String,
 
     /// Queue type of the services' queues.
     #[arg(
         long,
-        env = "SHOP_QUEUE_TYPE", hide_env_values = true,
+        env = "SHOP_QUEUE_TYPE",
+        hide_env_values = true,
         value_enum,
         default_value = "quorum",
         global = true
@@ -72,7 +94,8 @@ pub struct Settings {
     /// Prefix of the services' database names.
     #[arg(
         long,
-        env = "SHOP_DATABASE_PREFIX", hide_env_values = true,
+        env = "SHOP_DATABASE_PREFIX",
+        hide_env_values = true,
         default_value = "shop_",
         global = true
     )]
@@ -101,7 +124,8 @@ pub struct Settings {
     /// Where checkout's HTTP API listens.
     #[arg(
         long,
-        env = "CHECKOUT_ADDR", hide_env_values = true,
+        env = "CHECKOUT_ADDR",
+        hide_env_values = true,
         default_value = "127.0.0.1:8081",
         global = true
     )]
@@ -109,7 +133,8 @@ pub struct Settings {
     /// Where cart's HTTP API listens.
     #[arg(
         long,
-        env = "CART_ADDR", hide_env_values = true,
+        env = "CART_ADDR",
+        hide_env_values = true,
         default_value = "127.0.0.1:8082",
         global = true
     )]
@@ -117,26 +142,51 @@ pub struct Settings {
     /// Where inventory's HTTP API listens.
     #[arg(
         long,
-        env = "INVENTORY_ADDR", hide_env_values = true,
+        env = "INVENTORY_ADDR",
+        hide_env_values = true,
         default_value = "127.0.0.1:8083",
         global = true
     )]
     pub inventory_addr: SocketAddr,
 
     /// Database connections per service instance.
-    #[arg(long, env = "SHOP_DB_POOL", hide_env_values = true, default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "SHOP_DB_POOL",
+        hide_env_values = true,
+        default_value_t = 16,
+        global = true
+    )]
     pub db_pool: u32,
 
     /// Deliveries the broker hands each service before acks (bounds memory).
-    #[arg(long, env = "SHOP_PREFETCH", hide_env_values = true, default_value_t = 64, global = true)]
+    #[arg(
+        long,
+        env = "SHOP_PREFETCH",
+        hide_env_values = true,
+        default_value_t = 64,
+        global = true
+    )]
     pub prefetch: u16,
 
     /// Event handlers running at once per service.
-    #[arg(long, env = "SHOP_CONCURRENCY", hide_env_values = true, default_value_t = 8, global = true)]
+    #[arg(
+        long,
+        env = "SHOP_CONCURRENCY",
+        hide_env_values = true,
+        default_value_t = 8,
+        global = true
+    )]
     pub concurrency: usize,
 
     /// Attempts before a failing event is dead-lettered.
-    #[arg(long, env = "SHOP_MAX_ATTEMPTS", hide_env_values = true, default_value_t = 5, global = true)]
+    #[arg(
+        long,
+        env = "SHOP_MAX_ATTEMPTS",
+        hide_env_values = true,
+        default_value_t = 5,
+        global = true
+    )]
     pub max_attempts: u32,
 }
 
@@ -169,6 +219,20 @@ impl Settings {
         }
     }
 
+    /// The bus of one service: its own broker user if it has one (`CART_AMQP_URL`...).
+    pub fn bus_for(&self, which: Which) -> BusConfig {
+        let explicit = match which {
+            Which::Checkout => &self.checkout_amqp_url,
+            Which::Cart => &self.cart_amqp_url,
+            Which::Inventory => &self.inventory_amqp_url,
+        };
+        let mut bus = self.bus();
+        if let Some(url) = explicit {
+            bus.amqp_url = url.clone();
+        }
+        bus
+    }
+
     pub fn database_url(&self, which: Which) -> String {
         let explicit = match which {
             Which::Checkout => &self.checkout_database_url,
@@ -196,7 +260,7 @@ impl Settings {
             http_addr: self.addr(which),
             database_url: self.database_url(which),
             db_max_connections: self.db_pool,
-            bus: self.bus(),
+            bus: self.bus_for(which),
         }
     }
 }
