@@ -26,7 +26,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::settings::Settings;
 use namespace::Namespace;
-use report::{Outcome, Report};
+use report::Outcome;
+pub use report::Report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Scenario {
@@ -201,6 +202,19 @@ pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
 /// Runs the scenarios and prints the table (or the JSON); `Ok(false)` when a scenario failed
 /// or a check did not hold.
 pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<bool> {
+    let json = args.json;
+    let report = measure(args, settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(report.ok())
+}
+
+/// Runs the scenarios (progress on stderr unless `--json`) and returns what they measured,
+/// with the targets judged.
+pub async fn measure(args: BenchArgs, settings: Settings) -> anyhow::Result<Report> {
     let sizes = Sizes::new(&args, &settings)?;
     let mut scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
@@ -264,12 +278,7 @@ pub async fn run(args: BenchArgs, settings: Settings) -> anyhow::Result<bool> {
     }
 
     report.derive();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(report.ok())
+    Ok(report)
 }
 
 async fn run_one(scenario: Scenario, ctx: &Ctx) -> anyhow::Result<Outcome> {

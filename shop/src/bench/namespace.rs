@@ -65,8 +65,24 @@ impl Namespace {
     }
 
     /// Drops every database of the namespace and deletes its queues and exchange (missing
-    /// ones are fine). Both are attempted; the errors are reported together.
+    /// ones are fine). Both are attempted; the errors are reported together. A server that
+    /// is briefly away (a restart) is waited for, up to two minutes.
     pub async fn cleanup(&self) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.cleanup_once().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 24 => {
+                    tries += 1;
+                    tracing::warn!("cleaning up the bench namespace failed, retrying: {e:#}");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn cleanup_once(&self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
         if let Err(e) = self.drop_databases().await {
             errors.push(format!(

@@ -231,6 +231,11 @@ impl Report {
         self.outcomes.push(o);
     }
 
+    /// The run's id: its namespaces are `bench_<run>_*` and `bench.<run>.*`.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     fn find(&self, s: Scenario) -> Option<&Outcome> {
         self.outcomes
             .iter()
