@@ -257,6 +257,9 @@ impl Consumer {
             correlation_id = raw.meta.correlationid.as_deref().unwrap_or(""),
             trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
+        if let Some(parent) = trace {
+            crate::trace::attach(&span, parent);
+        }
         let work = tracing::Instrument::instrument(work, span);
         match tokio::time::timeout(self.config.handler_timeout, work).await {
             Ok(Ok(outcome)) => {

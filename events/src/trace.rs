@@ -84,6 +84,23 @@ pub fn current() -> Option<TraceParent> {
     CURRENT.try_with(|t| *t).ok()
 }
 
+/// How a span exporter makes a `tracing` span part of a W3C trace (the `shop` command installs
+/// one when it exports to OpenTelemetry); without one, [`attach`] does nothing.
+static ATTACH: std::sync::OnceLock<fn(&tracing::Span, TraceParent)> = std::sync::OnceLock::new();
+
+/// Installs the hook [`attach`] calls (the first one installed stays).
+pub fn set_attach_hook(hook: fn(&tracing::Span, TraceParent)) {
+    let _ = ATTACH.set(hook);
+}
+
+/// Makes `span` (just created, not yet entered) a child of `parent` in an exporter's eyes,
+/// so the spans of one checkout in every service form one exported trace.
+pub fn attach(span: &tracing::Span, parent: TraceParent) {
+    if let Some(hook) = ATTACH.get() {
+        hook(span, parent);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,8 @@ async fn trace_request(
         path = %request.uri().path(),
         trace_id = %current.trace_id_hex(),
     );
+    // The caller's span, or (a new trace) the one the request's events will name as parent.
+    trace::attach(&span, parent.unwrap_or(current));
     let mut response =
         tracing::Instrument::instrument(trace::scope(current, next.run(request)), span).await;
     if let Ok(value) = axum::http::HeaderValue::from_str(&current.to_string()) {

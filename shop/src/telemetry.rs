@@ -6,7 +6,8 @@
 //! `<endpoint>/v1/traces` (the standard variables: `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`... apply), with `service.name` = the service
 //! (`OTEL_SERVICE_NAME` overrides it). Without it nothing is sent anywhere and no exporter
-//! exists.
+//! exists. Each request and event span continues the W3C trace it came with (`traceparent`),
+//! so one checkout is one exported trace across the services.
 
 use std::sync::Mutex;
 
@@ -53,6 +54,7 @@ where
         .with_batch_exporter(exporter)
         .build();
     let tracer = provider.tracer("shop");
+    events::trace::set_attach_hook(attach);
     *PROVIDER.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
@@ -75,4 +77,22 @@ pub fn shutdown() {
     {
         eprintln!("warning: OpenTelemetry export: {e}");
     }
+}
+
+/// The exported span continues the W3C trace the request or event came with (its traceparent
+/// as a remote parent), so a checkout's spans in every service share one trace id. A parent
+/// that is not sampled (flags 00) leaves the span unsampled, as W3C asks.
+fn attach(span: &tracing::Span, parent: events::trace::TraceParent) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let remote = SpanContext::new(
+        TraceId::from_bytes(parent.trace_id.to_be_bytes()),
+        SpanId::from_bytes(parent.span_id.to_be_bytes()),
+        TraceFlags::new(parent.flags),
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }

@@ -152,4 +152,15 @@ async fn spans_are_exported_over_otlp_http_with_the_service_name() {
         Some(trace_id),
         "the request span carries the caller's W3C trace id"
     );
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(&request.trace_id),
+        trace_id,
+        "the exported span is in the caller's trace"
+    );
+    assert_eq!(
+        hex(&request.parent_span_id),
+        "00f067aa0ba902b7",
+        "the exported span's parent is the caller's span"
+    );
 }
