@@ -172,7 +172,12 @@ pub async fn declare_consumer_queues(
 
     // Each queue bound to the consumer's exchange by its own name.
     let mut own = vec![names.main.clone(), names.dead_letter.clone()];
-    own.extend(config.distinct_retry_delays().into_iter().map(|d| names.hold(d)));
+    own.extend(
+        config
+            .distinct_retry_delays()
+            .into_iter()
+            .map(|d| names.hold(d)),
+    );
     for queue in &own {
         channel
             .queue_bind(
