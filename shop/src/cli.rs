@@ -70,6 +70,19 @@ enum Command {
         #[arg(value_enum, default_value = "all")]
         service: Target,
     },
+    /// Least privilege: create or update each service's PostgreSQL role (owner of its
+    /// database, which no other role may connect to) and RabbitMQ user (permissions on its
+    /// own queues and exchange, publishing only its own routing keys), idempotently.
+    ///
+    /// Names and passwords come from the services' own URLs (CHECKOUT_AMQP_URL,
+    /// CHECKOUT_DATABASE_URL, ... or their _FILE variants); AMQP_URL, DATABASE_URL and
+    /// --rabbitmq-api are the admin's. Then run `shop migrate` with the services' URLs.
+    Provision {
+        #[arg(value_enum, default_value = "all")]
+        service: Target,
+        #[command(flatten)]
+        args: crate::provision::ProvisionArgs,
+    },
     /// Replay the real Online Retail year through the three services and check the result.
     ///
     /// The demo runs the services in this process in its own namespace, reset at every run:
@@ -124,6 +137,17 @@ fn init_logging(format: LogFormat, default: &str, service: &str) {
 
 /// Parses the command line and runs it on a new tokio runtime.
 pub fn main() -> ExitCode {
+    // Before any thread exists: setting the environment is only sound single-threaded.
+    match crate::secrets::resolve_files(|k| std::env::var_os(k)) {
+        // SAFETY: no other thread runs yet (the runtime is created below).
+        Ok(found) => found
+            .into_iter()
+            .for_each(|(k, v)| unsafe { std::env::set_var(k, v) }),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -224,6 +248,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     events::config::redact_url(&settings.database_url(which)),
                     settings.bus_for(which).redacted_url()
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Provision { service, args } => {
+            for line in crate::provision::provision(&settings, &args, &service.services()).await? {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }

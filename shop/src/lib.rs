@@ -6,6 +6,8 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod ops;
+pub mod provision;
+pub mod secrets;
 pub mod settings;
 pub mod system;
 pub mod telemetry;

@@ -9,4 +9,5 @@ mod declined;
 mod duplicates;
 mod flow;
 mod idempotency;
+mod least_privilege;
 mod topology;
