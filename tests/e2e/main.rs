@@ -9,5 +9,7 @@ mod declined;
 mod duplicates;
 mod flow;
 mod idempotency;
+mod isolated;
 mod least_privilege;
+mod relays_share;
 mod topology;
