@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::procs::{ProcStat, Sampler, ServiceProc};
@@ -112,45 +113,60 @@ async fn place(
     })
 }
 
-/// Waits until every order shows both background updates; returns payment -> both updates
-/// per order, sorted.
-async fn settle(client: &ShopClient, ids: &[Uuid]) -> anyhow::Result<Vec<Duration>> {
+/// What the background made of a set of orders, read from checkout's own table (one query
+/// per poll instead of a GET per order, so measuring does not load the service it measures).
+struct Settled {
+    /// Payment -> both updates, per order, sorted.
+    lags: Vec<Duration>,
+    /// From the first payment to the last order's second update: the time the whole system
+    /// (HTTP and background) took for the set.
+    span: Duration,
+}
+
+/// Waits until every order of `ids` shows both background updates.
+async fn settle(db: &PgPool, ids: &[Uuid]) -> anyhow::Result<Settled> {
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut pending: Vec<Uuid> = ids.to_vec();
-    let mut lags = Vec::with_capacity(ids.len());
     loop {
-        let read: Vec<(Uuid, Option<Duration>)> = stream::iter(pending.iter().copied())
-            .map(|id| async move {
-                let order = client.order(id).await?.context("an order disappeared")?;
-                let done = match (order.cart_updated_at, order.inventory_updated_at) {
-                    (Some(c), Some(i)) => {
-                        Some((c.max(i) - order.paid_at).to_std().unwrap_or_default())
-                    }
-                    _ => None,
-                };
-                anyhow::Ok((id, done))
-            })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        pending.clear();
-        for (id, done) in read {
-            match done {
-                Some(lag) => lags.push(lag),
-                None => pending.push(id),
-            }
-        }
-        if pending.is_empty() {
-            lags.sort();
-            return Ok(lags);
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE order_id = ANY($1)
+             AND cart_updated_at IS NOT NULL AND inventory_updated_at IS NOT NULL",
+        )
+        .bind(ids)
+        .fetch_one(db)
+        .await?;
+        if done as usize == ids.len() {
+            break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{} orders still without both updates after 10 minutes",
-            pending.len()
+            "{} of {} orders still without both updates after 10 minutes",
+            ids.len() - done as usize,
+            ids.len()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut lags: Vec<Duration> = sqlx::query_scalar::<_, f64>(
+        "SELECT EXTRACT(EPOCH FROM greatest(cart_updated_at, inventory_updated_at) - paid_at)::float8
+         FROM orders WHERE order_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|s| Duration::from_secs_f64(s.max(0.0)))
+    .collect();
+    lags.sort();
+    let span: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM max(greatest(cart_updated_at, inventory_updated_at)) - min(paid_at))::float8
+         FROM orders WHERE order_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_one(db)
+    .await?;
+    Ok(Settled {
+        lags,
+        span: Duration::from_secs_f64(span.max(1e-3)),
+    })
 }
 
 /// CPU use of process `index` over `[from, to]`, in % of one core.
@@ -216,9 +232,15 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
     let full_ended = Instant::now();
     let full_time = full_ended - full_started;
     pb.finish_and_clear();
+    let checkout_db =
+        kit::db::connect_now(&ctx.ns.settings.database_url(Which::Checkout), 2).await?;
     let ids: Vec<Uuid> = full.iter().map(|p| p.order_id).collect();
-    let full_lags = settle(&client, &ids).await?;
-    let rate = per_sec(n, full_time);
+    let full_settled = settle(&checkout_db, &ids).await?;
+    let full_lags = &full_settled.lags;
+    let post_rate = per_sec(n, full_time);
+    // The maximum sustained rate: what the whole system completed per second, background
+    // included (POST /checkouts alone can take orders faster than the events are applied).
+    let rate = per_sec(n, full_settled.span).min(post_rate);
 
     // 2. Half the sustained rate, open loop: requests leave on schedule whatever the answers.
     let m = (n / 2).max(1);
@@ -249,18 +271,25 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
     let half_time = half_started.elapsed();
     pb.finish_and_clear();
     let ids: Vec<Uuid> = half.iter().map(|p| p.order_id).collect();
-    let half_lags = settle(&client, &ids).await?;
+    let half_lags = settle(&checkout_db, &ids).await?.lags;
     let half_ended = Instant::now();
+    checkout_db.close().await;
 
     let mut o = Outcome::new(Scenario::Checkout);
     let mut posts: Vec<Duration> = full.iter().map(|p| p.post).collect();
     posts.sort();
     o.push(Metric::rate(
-        "checkouts_per_sec",
+        "post_per_sec",
         format!(
-            "checkouts/s at full speed ({} clients, {} lines each)",
+            "POST /checkouts/s at full speed ({} clients, {} lines each)",
             ctx.sizes.clients, ctx.sizes.lines
         ),
+        post_rate,
+        "checkouts/s",
+    ));
+    o.push(Metric::rate(
+        "checkouts_per_sec",
+        "checkouts/s sustained (first payment -> last order fully applied)",
         rate,
         "checkouts/s",
     ));
@@ -277,7 +306,7 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
     o.push(Metric::ms(
         "full_lag_p99_ms",
         "background lag p99 at full speed",
-        percentile(&full_lags, 0.99),
+        percentile(full_lags, 0.99),
     ));
     let mut half_posts: Vec<Duration> = half.iter().map(|p| p.post).collect();
     half_posts.sort();
