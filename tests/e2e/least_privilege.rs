@@ -389,3 +389,47 @@ async fn each_service_reaches_only_its_own_database_queues_and_events() {
 
     accounts.stop().await;
 }
+
+/// TLS is compiled in and chosen by the URL alone: `sslmode=require` gives an encrypted
+/// PostgreSQL session; `amqps://` makes lapin speak TLS (against the local plain-text port the
+/// handshake fails, which shows it was attempted rather than refused as unsupported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_a_matter_of_configuration() {
+    let settings = Settings::default();
+    let url = format!(
+        "{}{}sslmode=require",
+        settings.database_url,
+        if settings.database_url.contains('?') {
+            "&"
+        } else {
+            "?"
+        }
+    );
+    let url = shop::settings::with_database(&url, "postgres");
+    let mut conn = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("sslmode=require (is ssl on in PostgreSQL?): {e}"));
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(encrypted, "the session is not encrypted");
+
+    let amqps = settings.amqp_url.replacen("amqp://", "amqps://", 1);
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(&amqps, ConnectionProperties::default()),
+    )
+    .await
+    .expect("the TLS attempt ends")
+    .expect_err("no TLS listener on the plain port");
+    let text = format!("{error:?}").to_lowercase();
+    assert!(
+        // rustls reading a plain AMQP frame as a TLS record: InvalidMessage(InvalidContentType)
+        text.contains("invalidmessage") || text.contains("tls") || text.contains("handshake"),
+        "not a TLS handshake failure: {error:?}"
+    );
+}
