@@ -49,11 +49,13 @@ fn str_value(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
-/// Declares the events exchange on a connection of its own. A service whose broker user may
-/// not configure the shared exchange (least privilege: only the provisioning admin may) gets
-/// ACCESS_REFUSED; it then only checks (passively, which needs no permission) that the
-/// exchange exists. Its own connection, because a refused declare closes the channel and
-/// lapin reports that as an error event on the connection, which ends a bus session.
+/// Declares the events exchange on a connection of its own, if it is missing. It is checked
+/// passively first, which needs no permission: a service whose broker user may not configure
+/// the shared exchange (least privilege: only the provisioning admin may) then never has a
+/// declare refused, and nothing alarming is logged on every connect. Only a missing exchange
+/// is declared (refused, ACCESS_REFUSED, for such a user: provision it first). Its own
+/// connection, because a refused or failed check closes the channel, which lapin reports as
+/// an error event on the connection, and that ends a bus session.
 pub async fn ensure_exchange(config: &BusConfig) -> Result<(), lapin::Error> {
     let conn = lapin::Connection::connect(
         &config.amqp_url,
@@ -62,20 +64,21 @@ pub async fn ensure_exchange(config: &BusConfig) -> Result<(), lapin::Error> {
     .await?;
     let result = async {
         let channel = conn.create_channel().await?;
-        match declare_exchange(&channel, config).await {
-            Err(e) if access_refused(&e) => {
+        let exists = channel
+            .exchange_declare(
+                config.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match exists {
+            Err(e) if reply_code(&e) == Some(404) => {
                 let channel = conn.create_channel().await?;
-                channel
-                    .exchange_declare(
-                        config.exchange.as_str().into(),
-                        ExchangeKind::Topic,
-                        ExchangeDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
+                declare_exchange(&channel, config).await
             }
             other => other,
         }
@@ -85,9 +88,17 @@ pub async fn ensure_exchange(config: &BusConfig) -> Result<(), lapin::Error> {
     result
 }
 
+/// The broker's reply code, when it refused something.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
 /// The broker refused for lack of permission (403 ACCESS_REFUSED).
 pub fn access_refused(e: &lapin::Error) -> bool {
-    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
+    reply_code(e) == Some(403)
 }
 
 pub async fn declare_exchange(channel: &Channel, config: &BusConfig) -> Result<(), lapin::Error> {
