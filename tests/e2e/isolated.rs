@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use e2e::{Settings, unique_id};
 use events::BusConfig;
-use lapin::options::{
-    BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use sqlx::PgPool;
 
@@ -231,4 +229,49 @@ where
     shop::wait::until(what, Duration::from_secs(secs), e2e::POLL, check)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs the `shop` command (as a process of its own) with `args`, against the servers of the
+/// defaults but nothing else from this environment that could point it elsewhere, stdin
+/// closed (not a terminal).
+pub async fn shop_cli(args: &[&str]) -> std::process::Output {
+    const SHOP: &str = env!("CARGO_BIN_EXE_shop-proc");
+    let defaults = Settings::default();
+    let mut command = tokio::process::Command::new(SHOP);
+    for var in [
+        "CHECKOUT_AMQP_URL",
+        "CART_AMQP_URL",
+        "INVENTORY_AMQP_URL",
+        "CHECKOUT_DATABASE_URL",
+        "CART_DATABASE_URL",
+        "INVENTORY_DATABASE_URL",
+        "SHOP_EXCHANGE",
+        "SHOP_QUEUE_PREFIX",
+        "SHOP_DATABASE_PREFIX",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command
+        .args(["--amqp-url", &defaults.amqp_url])
+        .args(["--database-url", &defaults.database_url])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .unwrap_or_else(|_| panic!("shop {args:?} did not finish within 60 s"))
+        .unwrap_or_else(|e| panic!("running shop {args:?}: {e}"))
+}
+
+/// stdout of a finished command, asserting its exit code.
+pub fn expect_exit(output: &std::process::Output, code: i32, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{what}: stdout: {stdout}\nstderr: {stderr}"
+    );
+    stdout
 }

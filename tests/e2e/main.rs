@@ -11,5 +11,6 @@ mod flow;
 mod idempotency;
 mod isolated;
 mod least_privilege;
+mod parking;
 mod relays_share;
 mod topology;
