@@ -165,7 +165,11 @@ pub async fn replay_dead_letters(
         .await?;
     let mut replayed = 0;
     // Each message is seen once: those not selected stay unacked until the channel closes.
-    loop {
+    // At most as many gets as the queue held at the first: a replayed message that fails
+    // again is dead-lettered back into this queue by the running consumer, and must not be
+    // fetched and replayed again and again by this same run.
+    let mut budget: Option<u32> = None;
+    while budget != Some(0) {
         let got = channel
             .basic_get(
                 names.dead_letter.as_str().into(),
@@ -173,6 +177,8 @@ pub async fn replay_dead_letters(
             )
             .await?;
         let Some(message) = got else { break };
+        let left = budget.unwrap_or(message.message_count.saturating_add(1));
+        budget = Some(left - 1);
         let delivery = message.delivery;
         let letter = DeadLetter::from_delivery(&delivery.properties, &delivery.data);
         if let Some(ids) = ids

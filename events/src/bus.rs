@@ -199,9 +199,12 @@ impl Bus {
         }
 
         let result = tokio::select! {
+            // Consumer and relay run until the session stops: one that ends before is a
+            // failure of the session (a panic included), rebuilt like a lost connection.
             Some(done) = tasks.join_next() => match done {
+                Ok(Ok(())) if !stop.is_cancelled() => Err(BusError::Interrupted("a bus task ended unexpectedly".into())),
                 Ok(r) => r,
-                Err(join) => Err(BusError::Topology { what: "bus task".into(), reason: join.to_string() }),
+                Err(join) => Err(BusError::Interrupted(format!("bus task failed: {join}"))),
             },
             Some(err) = next_error(&mut errors) => Err(BusError::Broker(err)),
             _ = stop.cancelled() => Ok(()),
@@ -233,9 +236,24 @@ async fn next_error(
     None
 }
 
-/// Turns a refused declare into an error that says what to look at.
+/// Turns a refused declare into an error that says what to look at. Only a refusal that
+/// retrying can't cure is fatal: arguments that differ (PRECONDITION_FAILED), no permission
+/// (ACCESS_REFUSED), a missing exchange we may not create (NOT_FOUND). A connection error
+/// meanwhile (CONNECTION_FORCED by a broker shutting down) is a lost session like any other.
 fn refused(what: &str, e: lapin::Error) -> BusError {
-    if e.is_amqp_soft_error() || e.is_amqp_hard_error() {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let permanent = matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+            )
+        )
+    );
+    if permanent {
         BusError::Topology {
             what: what.to_string(),
             reason: e.to_string(),

@@ -78,7 +78,7 @@ impl Default for BusConfig {
             queue_prefix: String::new(),
             queue_type: QueueType::Quorum,
             prefetch: 64,
-            concurrency: 16,
+            concurrency: 8,
             max_attempts: 5,
             retry_delays: vec![
                 Duration::from_secs(1),

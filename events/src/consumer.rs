@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -91,13 +91,21 @@ impl Consumer {
             concurrency = self.config.concurrency, "consuming");
 
         let this = &self;
-        let result = consumer
+        let mut result = consumer
             .take_until(stop.cancelled())
             .map_err(BusError::Broker)
             .try_for_each_concurrent(self.config.concurrency, |delivery| async move {
                 this.process(delivery).await
             })
             .await;
+        if result.is_ok() && !stop.is_cancelled() {
+            // The stream ended without our asking: the broker cancelled the consumer (its
+            // queue deleted, its node gone). Rebuild the session instead of idling.
+            result = Err(BusError::Interrupted(format!(
+                "the broker cancelled the consumer of {}",
+                self.names.main
+            )));
+        }
         self.health.set_consuming(false);
         // Deliveries prefetched but not started stay unacked: the broker redelivers them.
         let _ = self
@@ -261,7 +269,19 @@ impl Consumer {
             crate::trace::attach(&span, parent);
         }
         let work = tracing::Instrument::instrument(work, span);
-        match tokio::time::timeout(self.config.handler_timeout, work).await {
+        // A panicking handler is a failed attempt like any other (retried, then dead-lettered),
+        // not the end of the consumer; its transaction is dropped, so rolled back.
+        let work = std::panic::AssertUnwindSafe(work).catch_unwind();
+        let finished = match tokio::time::timeout(self.config.handler_timeout, work).await {
+            Ok(Err(panic)) => {
+                let message = panic_message(&*panic);
+                tracing::error!(event_id = %raw.meta.id, %message, "handler panicked");
+                return Outcome::Retry(format!("handler panicked: {message}"));
+            }
+            Ok(Ok(result)) => Ok(result),
+            Err(elapsed) => Err(elapsed),
+        };
+        match finished {
             Ok(Ok(outcome)) => {
                 if outcome == Outcome::Duplicate {
                     tracing::debug!(event_id = %raw.meta.id, "duplicate event skipped");
@@ -326,7 +346,7 @@ impl Consumer {
             headers,
             self.config.publisher_user_id().as_deref(),
         );
-        let confirmation = self
+        let publish = self
             .side
             .basic_publish(
                 self.names.exchange.as_str().into(),
@@ -338,16 +358,36 @@ impl Consumer {
                 &delivery.data,
                 properties,
             )
-            .await?
             .await?;
+        // Bounded like the relay's confirms: a confirm that never comes (a blocked broker)
+        // must not hold a handler slot forever while readiness says all is well.
+        let confirmation = tokio::time::timeout(self.config.relay.confirm_timeout, publish)
+            .await
+            .map_err(|_| {
+                BusError::Interrupted(format!(
+                    "copy to {queue} not confirmed within {:?}",
+                    self.config.relay.confirm_timeout
+                ))
+            })??;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            other => Err(BusError::Topology {
-                what: queue.to_string(),
-                reason: format!("republish not confirmed: {other:?}"),
-            }),
+            // A nack (a queue without its majority, an overflowing queue) or a return (a
+            // queue on a node that is down) is something the broker can get over: the
+            // original stays unacked and the session is rebuilt, never fatal.
+            other => Err(BusError::Interrupted(format!(
+                "copy to {queue} not confirmed: {other:?}"
+            ))),
         }
     }
+}
+
+/// What a panic carried, when it was a message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".into())
 }
 
 /// Connection-level database failures (as opposed to a handler's own transient error).

@@ -115,6 +115,14 @@ pub async fn declare_exchange(channel: &Channel, config: &BusConfig) -> Result<(
         .await
 }
 
+/// A quorum queue dead-letters at most once unless told otherwise: a message expiring from a
+/// hold queue (or over the delivery limit) while the target's node is down would be lost.
+/// At-least-once needs `reject-publish` overflow (the broker says so).
+fn at_least_once_dead_lettering(args: &mut FieldTable) {
+    args.insert("x-dead-letter-strategy".into(), str_value("at-least-once"));
+    args.insert("x-overflow".into(), str_value("reject-publish"));
+}
+
 /// Declares the main queue (bound to `event_types`), its hold queues and its dead-letter queue.
 pub async fn declare_consumer_queues(
     channel: &Channel,
@@ -141,9 +149,17 @@ pub async fn declare_consumer_queues(
         )
         .await?;
 
+    let quorum = config.queue_type == QueueType::Quorum;
     let mut dlq_args = FieldTable::default();
-    if config.queue_type == QueueType::Quorum {
+    if quorum {
         dlq_args.insert("x-queue-type".into(), str_value("quorum"));
+        // RabbitMQ 4.0 gives quorum queues a default delivery limit of 20 (and before 4.3
+        // counts a message browsed and returned by `shop dlq list` against it): without a
+        // limit of our own, browsing a dead-letter queue 20 times would drop its messages.
+        dlq_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i32::MAX.into()),
+        );
     }
     channel
         .queue_declare(names.dead_letter.as_str().into(), durable, dlq_args)
@@ -157,12 +173,13 @@ pub async fn declare_consumer_queues(
         "x-dead-letter-routing-key".into(),
         str_value(&names.dead_letter),
     );
-    if config.queue_type == QueueType::Quorum {
+    if quorum {
         main_args.insert("x-queue-type".into(), str_value("quorum"));
         main_args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(config.delivery_limit.into()),
         );
+        at_least_once_dead_lettering(&mut main_args);
     }
     channel
         .queue_declare(names.main.as_str().into(), durable, main_args)
@@ -176,6 +193,12 @@ pub async fn declare_consumer_queues(
         );
         args.insert("x-dead-letter-exchange".into(), str_value(&names.exchange));
         args.insert("x-dead-letter-routing-key".into(), str_value(&names.main));
+        // Messages waiting for a retry (or held through a database outage) are replicated
+        // like the main queue, and come back from their hold queue at least once.
+        if quorum {
+            args.insert("x-queue-type".into(), str_value("quorum"));
+            at_least_once_dead_lettering(&mut args);
+        }
         channel
             .queue_declare(names.hold(delay).as_str().into(), durable, args)
             .await?;
