@@ -31,6 +31,24 @@ pub fn check_id(field: &str, value: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A free-text value (a product name): 1 to `max_len` bytes, not only whitespace, and no
+/// control characters (NUL, which PostgreSQL refuses in text, newlines, escapes…).
+pub fn check_text(field: &str, value: &str, max_len: usize) -> Result<(), Problem> {
+    if value.trim().is_empty() || value.len() > max_len {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} must be 1 to {max_len} characters"),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(Problem::invalid(
+            field,
+            format!("{field} contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A quantity that must be at least 1.
 pub fn check_positive(field: &str, value: i64) -> Result<(), Problem> {
     if value <= 0 {
@@ -55,5 +73,21 @@ mod tests {
         );
         assert!(check_id("sku", "a b").is_err());
         assert!(check_id("sku", &"x".repeat(65)).is_err());
+        assert!(check_id("sku", "A\u{0}").is_err());
+    }
+
+    #[test]
+    fn text() {
+        assert!(check_text("name", "WHITE HANGING HEART T-LIGHT HOLDER", 200).is_ok());
+        assert!(check_text("name", "Crème brûlée", 200).is_ok());
+        for bad in ["", "  ", "a\u{0}b", "a\nb", "a\u{7f}", "a\u{9b}"] {
+            let p = check_text("name", bad, 200).unwrap_err();
+            assert_eq!(
+                (p.status, p.field.as_deref()),
+                (422, Some("name")),
+                "{bad:?}"
+            );
+        }
+        assert!(check_text("name", &"x".repeat(201), 200).is_err());
     }
 }

@@ -5,9 +5,11 @@ pub mod http;
 pub mod ids;
 pub mod json;
 pub mod metrics;
+pub mod path;
 pub mod problem;
 pub mod service;
 
 pub use json::Json;
+pub use path::Path;
 pub use problem::Problem;
 pub use service::{Parts, Running, Service, ServiceConfig};

@@ -82,10 +82,22 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Database errors in request handlers: connection trouble is a 503 the client can retry,
+/// Database errors in request handlers: connection trouble is a 503 the client can retry, a
+/// data exception (SQLSTATE class 22: a NUL in text, a value out of range…) a 422 — the
+/// request carried a value the database refuses, which validation should have caught —
 /// anything else a logged 500.
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.code().is_some_and(|c| c.starts_with("22"))
+        {
+            tracing::warn!(error = %e, "the database refused a value of the request");
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-data",
+                "a value in the request is not acceptable (the database refused it)",
+            );
+        }
         let unavailable = match &e {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::Io(_)
@@ -108,5 +120,55 @@ impl From<sqlx::Error> for Problem {
 impl From<anyhow::Error> for Problem {
     fn from(e: anyhow::Error) -> Self {
         Problem::internal(format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Refused(&'static str);
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+    impl std::error::Error for Refused {}
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "refused"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn status(code: &'static str) -> u16 {
+        Problem::from(sqlx::Error::Database(Box::new(Refused(code)))).status
+    }
+
+    #[test]
+    fn database_errors_are_classified() {
+        // 22021 (a NUL in text), 22003 (numeric out of range), 22P02: the request's data.
+        for code in ["22021", "22003", "22P02"] {
+            assert_eq!(status(code), 422, "{code}");
+        }
+        assert_eq!(status("08006"), 503);
+        assert_eq!(status("57P01"), 503);
+        assert_eq!(status("23505"), 500);
+        assert_eq!(status("42P01"), 500);
     }
 }

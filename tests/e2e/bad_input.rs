@@ -92,15 +92,18 @@ async fn bad_requests_are_problems_naming_the_field() {
     let p = expect_problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     assert_eq!(p["type"], json!("/problems/unsupported-media-type"), "{p}");
 
-    for id in ["not-a-uuid", "0193a5b0-7e1c-7a3e-9f00-1234567890ab"] {
-        let r = http
-            .get(shop.url(Which::Checkout, &format!("/orders/{id}")))
-            .send()
-            .await
-            .unwrap();
-        let p = expect_problem(r, StatusCode::NOT_FOUND).await;
-        assert_eq!(p["type"], json!("/problems/not-found"), "{p}");
-    }
+    // An order id that is a UUID but no order's: 404 (one that isn't a UUID: see
+    // `bad_path_parameters_are_problems_naming_the_parameter`).
+    let r = http
+        .get(shop.url(
+            Which::Checkout,
+            "/orders/0193a5b0-7e1c-7a3e-9f00-1234567890ab",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let p = expect_problem(r, StatusCode::NOT_FOUND).await;
+    assert_eq!(p["type"], json!("/problems/not-found"), "{p}");
 
     // None of it reserved, ordered or published anything.
     let entry = shop.catalogue_entry("A").await.expect("A");
@@ -209,5 +212,133 @@ async fn an_overflowing_restock_is_refused() {
     expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "quantity").await;
     let a = shop.client.product("A").await.unwrap().expect("A");
     assert_eq!((a.stock, a.version), (2, 1));
+    shop.stop().await;
+}
+
+/// A name with a control character is refused before it reaches PostgreSQL (which refuses a
+/// NUL in text: SQLSTATE 22021, once a 500), naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_a_control_character_is_refused() {
+    let shop = TestShop::start().await;
+    shop.register("A", 100, 2).await;
+    for name in [
+        "nul\u{0}inside",
+        "\u{0}",
+        "line\nbreak",
+        "\u{1b}[31mred",
+        "del\u{7f}",
+    ] {
+        let r = shop
+            .post_json(
+                Which::Inventory,
+                "/products",
+                &json!({"sku": "N", "name": name, "unit_price_cents": 1, "stock": 1}),
+            )
+            .await;
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "name").await;
+    }
+    assert_eq!(shop.client.product("N").await.unwrap(), None);
+    // Only A's registration was published (product_registered + stock_changed).
+    assert_eq!(shop.outbox_count(Which::Inventory, None).await, 2);
+    // A name outside ASCII is fine.
+    let r = shop
+        .post_json(
+            Which::Inventory,
+            "/products",
+            &json!({"sku": "U", "name": "Crème brûlée ☕", "unit_price_cents": 1, "stock": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let u = shop.client.product("U").await.unwrap().expect("U");
+    assert_eq!(u.name, "Crème brûlée ☕");
+    shop.stop().await;
+}
+
+/// A path parameter that isn't a valid id (a control character, a space, too long, not UTF-8
+/// once percent-decoded, not a UUID) is a 422 problem+json naming the parameter, on every
+/// service — never axum's text/plain 400, nor a 500 from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_path_parameters_are_problems_naming_the_parameter() {
+    let shop = TestShop::start().await;
+    shop.register("A", 100, 2).await;
+    let http = shop.client.http();
+    let long = "x".repeat(65);
+    let bad_ids = [
+        "%FF",
+        "%C3%28",
+        "%00",
+        "A%00",
+        "a%20b",
+        "a%2Fb",
+        "%0A",
+        long.as_str(),
+    ];
+
+    for id in bad_ids {
+        // --- inventory ---
+        let r = http
+            .get(shop.url(Which::Inventory, &format!("/products/{id}")))
+            .send()
+            .await
+            .unwrap();
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
+        let r = shop
+            .post_json(
+                Which::Inventory,
+                &format!("/products/{id}/restock"),
+                &json!({"quantity": 1}),
+            )
+            .await;
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
+
+        // --- cart ---
+        let r = http
+            .get(shop.url(Which::Cart, &format!("/carts/{id}")))
+            .send()
+            .await
+            .unwrap();
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "cart_id").await;
+        let r = http
+            .put(shop.url(Which::Cart, &format!("/carts/{id}/items/A")))
+            .json(&json!({"quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "cart_id").await;
+        let r = http
+            .put(shop.url(Which::Cart, &format!("/carts/c1/items/{id}")))
+            .json(&json!({"quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
+
+        // --- checkout ---
+        let r = http
+            .get(shop.url(Which::Checkout, &format!("/orders/{id}")))
+            .send()
+            .await
+            .unwrap();
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "order_id").await;
+    }
+    for id in ["not-a-uuid", "0193a5b0-7e1c-7a3e-9f00-1234567890a"] {
+        let r = http
+            .get(shop.url(Which::Checkout, &format!("/orders/{id}")))
+            .send()
+            .await
+            .unwrap();
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "order_id").await;
+    }
+
+    // None of it changed or published anything.
+    let a = shop.client.product("A").await.unwrap().expect("A");
+    assert_eq!((a.stock, a.version), (2, 1));
+    assert_eq!(shop.outbox_count(Which::Inventory, None).await, 2);
+    assert_eq!(shop.client.cart("c1").await.unwrap().items, vec![]);
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM cart_items")
+        .fetch_one(shop.pool(Which::Cart))
+        .await
+        .unwrap();
+    assert_eq!(items, 0);
     shop.stop().await;
 }

@@ -1,10 +1,10 @@
 //! Cart's HTTP API.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, put};
 use axum::{Json as JsonResponse, Router};
 use kit::ids::check_id;
-use kit::{Json, Problem};
+use kit::{Json, Path, Problem};
 use serde::Deserialize;
 use sqlx::PgPool;
 

@@ -54,7 +54,8 @@ pub async fn set_item(
     Ok(())
 }
 
-/// Takes up to `quantity` of `sku` out of the cart; returns how many were there to take.
+/// Takes up to `quantity` (positive: the caller checks) of `sku` out of the cart; returns how
+/// many were there to take.
 /// Units added after the checkout stay: only what was bought is removed.
 pub async fn take(
     conn: &mut PgConnection,

@@ -1,12 +1,12 @@
 //! Checkout's HTTP API.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use kit::ids::{check_id, check_positive};
-use kit::{Json, Problem};
+use kit::{Json, Path, Problem};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -77,10 +77,20 @@ fn validate(body: CheckoutBody) -> Result<CheckoutRequest, Problem> {
             "payment_token must be 1 to 200 characters",
         ));
     }
+    let lines = place::merge_lines(body.lines.into_iter().map(|l| (l.sku, l.quantity)));
+    // Lines of one sku are merged: their sum is held to the same limit as a single line.
+    if let Some((index, sku, quantity)) = lines.iter().find(|(_, _, q)| *q > MAX_QUANTITY) {
+        return Err(Problem::invalid(
+            format!("lines[{index}].quantity"),
+            format!(
+                "at most {MAX_QUANTITY} units per sku; the lines of sku {sku} add up to {quantity}"
+            ),
+        ));
+    }
     Ok(CheckoutRequest {
         cart_id: body.cart_id,
         customer_id: body.customer_id,
-        lines: place::merge_lines(body.lines.into_iter().map(|l| (l.sku, l.quantity))),
+        lines,
         payment_token: body.payment_token,
     })
 }
@@ -167,14 +177,12 @@ fn problem(e: CheckoutError) -> Problem {
 
 async fn get_order(
     State(s): State<AppState>,
-    Path(order_id): Path<String>,
+    Path(order_id): Path<Uuid>,
 ) -> Result<JsonResponse<Order>, Problem> {
-    let not_found = || Problem::not_found(format!("no order {order_id}"));
-    let id = Uuid::parse_str(&order_id).map_err(|_| not_found())?;
-    store::get_order(&s.pool, id)
+    store::get_order(&s.pool, order_id)
         .await?
         .map(JsonResponse)
-        .ok_or_else(not_found)
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
 }
 
 /// Checkout's view of the catalogue: what it would sell, at which price, how many.
@@ -182,4 +190,42 @@ async fn catalogue(
     State(s): State<AppState>,
 ) -> Result<JsonResponse<Vec<CatalogueEntry>>, Problem> {
     Ok(JsonResponse(store::catalogue(&s.pool).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(lines: &[(&str, i64)]) -> CheckoutBody {
+        CheckoutBody {
+            cart_id: "c1".into(),
+            customer_id: None,
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| LineBody {
+                    sku: sku.to_string(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            payment_token: "tok_visa".into(),
+        }
+    }
+
+    #[test]
+    fn merged_lines_are_held_to_the_per_line_limit() {
+        let ok = validate(body(&[("A", MAX_QUANTITY - 1), ("B", 5), ("A", 1)])).unwrap();
+        assert_eq!(ok.lines[0], (0, "A".to_string(), MAX_QUANTITY));
+        let p = validate(body(&[("B", 1), ("A", MAX_QUANTITY), ("A", 1)])).unwrap_err();
+        assert_eq!(
+            (p.status, p.field.as_deref()),
+            (422, Some("lines[1].quantity"))
+        );
+        let p = validate(body(&[
+            ("A", MAX_QUANTITY),
+            ("A", MAX_QUANTITY),
+            ("A", MAX_QUANTITY),
+        ]))
+        .unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("lines[0].quantity"));
+    }
 }

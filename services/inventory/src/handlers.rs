@@ -19,15 +19,34 @@ impl Handler<CheckoutCompleted> for CheckoutCompletedHandler {
         event: Envelope<CheckoutCompleted>,
     ) -> Result<(), HandlerError> {
         let order = event.data;
+        // A sale takes units out: a quantity ≤ 0 would add stock (and `-i64::MIN` overflows).
+        // The event is invalid, and refused (dead-lettered) before anything is touched.
+        if let Some(line) = order.lines.iter().find(|l| l.quantity <= 0) {
+            return Err(HandlerError::permanent(anyhow!(
+                "order {} has a non-positive quantity {} of sku {}",
+                order.order_id,
+                line.quantity,
+                line.sku
+            )));
+        }
         let mut lines = order.lines.clone();
         // A fixed lock order: two orders touching the same skus can't deadlock.
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
         let mut applied = Vec::with_capacity(lines.len());
         for line in &lines {
+            // Positive, so its negation can't overflow; checked all the same.
+            let delta = line.quantity.checked_neg().ok_or_else(|| {
+                HandlerError::permanent(anyhow!(
+                    "order {}: quantity {} of sku {} is out of range",
+                    order.order_id,
+                    line.quantity,
+                    line.sku
+                ))
+            })?;
             let changed = store::change_stock(
                 ctx.tx,
                 &line.sku,
-                -line.quantity,
+                delta,
                 StockChangeReason::Sale,
                 Some(order.order_id),
             )

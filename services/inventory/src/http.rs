@@ -1,12 +1,12 @@
 //! Inventory's HTTP API.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use events::contracts::ProductRegistered;
-use kit::ids::{check_id, check_positive};
-use kit::{Json, Problem};
+use kit::ids::{check_id, check_positive, check_text};
+use kit::{Json, Path, Problem};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -14,6 +14,8 @@ use crate::store::{self, Product};
 
 /// Most units registered or restocked at once: far from overflowing a stock figure.
 pub const MAX_UNITS: i64 = 1_000_000_000;
+/// Longest product name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -37,9 +39,7 @@ async fn register(
     Json(p): Json<NewProduct>,
 ) -> Result<(StatusCode, JsonResponse<Product>), Problem> {
     check_id("sku", &p.sku)?;
-    if p.name.trim().is_empty() || p.name.len() > 200 {
-        return Err(Problem::invalid("name", "name must be 1 to 200 characters"));
-    }
+    check_text("name", &p.name, MAX_NAME_LEN)?;
     if p.unit_price_cents < 0 {
         return Err(Problem::invalid(
             "unit_price_cents",
@@ -77,6 +77,7 @@ async fn get_one(
     State(s): State<AppState>,
     Path(sku): Path<String>,
 ) -> Result<JsonResponse<Product>, Problem> {
+    check_id("sku", &sku)?;
     store::get(&s.pool, &sku)
         .await?
         .map(JsonResponse)
@@ -94,6 +95,7 @@ async fn restock(
     Path(sku): Path<String>,
     Json(r): Json<Restock>,
 ) -> Result<JsonResponse<Product>, Problem> {
+    check_id("sku", &sku)?;
     check_positive("quantity", r.quantity)?;
     if r.quantity > MAX_UNITS {
         return Err(Problem::invalid(
