@@ -165,9 +165,12 @@ async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     // Services log at info. The demo draws a progress bar: only warnings interrupt it. The
     // one-shot tools report their own errors, so the client libraries' logs stay quiet there.
+    // lapin logs every channel the broker closes as an ERROR, including the expected 404 of
+    // the passive check for the events exchange on a fresh broker; the bus logs each failure
+    // that matters itself (with the broker's reason), so lapin stays off unless RUST_LOG asks.
     let default_filter = match cli.command {
-        Command::Serve { .. } | Command::Migrate { .. } => "info,sqlx=warn,lapin=warn",
-        Command::Demo(_) => "warn,sqlx::query=error",
+        Command::Serve { .. } | Command::Migrate { .. } => "info,sqlx=warn,lapin=off",
+        Command::Demo(_) => "warn,sqlx::query=error,lapin=off",
         // The bench reports failures itself; lapin's log of its own channel teardown would
         // only break the progress bars.
         Command::Bench(_) => "warn,sqlx::query=error,lapin=off",

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bench;
 mod concurrency;
+mod consumer_cancelled;
 mod contracts;
 mod declined;
 mod duplicates;
