@@ -25,6 +25,10 @@ pub struct BusConfig {
     pub prefetch: u16,
     /// Handlers running at once per service.
     pub concurrency: usize,
+    /// Deliveries already waiting that one handler slot applies in one transaction (one
+    /// commit), at most. Only what has arrived is taken, so a quiet queue still applies each
+    /// event alone at once; a busy one pays one commit per batch. 1 = one per transaction.
+    pub batch: usize,
     /// Attempts (first delivery included) before a transiently failing event is dead-lettered.
     pub max_attempts: u32,
     /// Delay before retry n (1-based); the last entry repeats. Each distinct delay is one TTL
@@ -79,6 +83,7 @@ impl Default for BusConfig {
             queue_type: QueueType::Quorum,
             prefetch: 64,
             concurrency: 8,
+            batch: 8,
             max_attempts: 5,
             retry_delays: vec![
                 Duration::from_secs(1),

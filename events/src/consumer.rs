@@ -1,7 +1,9 @@
 //! The consumer: takes deliveries from a service's queue and applies each event exactly once.
 //!
 //! Per delivery: parse the envelope, find the handler, then in ONE database transaction record
-//! the event id in the inbox and run the handler; ack only after the commit. A redelivered
+//! the event id in the inbox and run the handler; ack only after the commit. Deliveries that
+//! are already waiting share one transaction (up to `batch`); if it fails for any reason it
+//! is rolled back whole and each of them takes the one-delivery path. A redelivered
 //! event finds its inbox row and is acked without effect. Failures never requeue in a loop:
 //! transient ones go through TTL hold queues with a growing delay, everything else (and
 //! exhausted retries) goes to the dead-letter queue with the reason, then the original is acked.
@@ -39,6 +41,14 @@ pub const REASON_HEADER: &str = "x-reason";
 pub const ORIGINAL_QUEUE_HEADER: &str = "x-original-queue";
 pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 pub const DEAD_LETTERED_AT_HEADER: &str = "x-dead-lettered-at";
+
+/// A delivery ready for the batch path: parsed, its handler found, its data decoded.
+struct Prepared<'a> {
+    raw: RawEnvelope,
+    handler: &'a Arc<dyn crate::handler::ErasedHandler>,
+    decoded: Box<dyn std::any::Any + Send>,
+    label: &'static str,
+}
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,11 +101,15 @@ impl Consumer {
             concurrency = self.config.concurrency, "consuming");
 
         let this = &self;
+        // Each handler slot takes what is already waiting, up to `batch` deliveries: alone
+        // when the queue is quiet (no added latency), one transaction for several when busy.
         let mut result = consumer
             .take_until(stop.cancelled())
+            .ready_chunks(self.config.batch.max(1))
+            .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>())
             .map_err(BusError::Broker)
-            .try_for_each_concurrent(self.config.concurrency, |delivery| async move {
-                this.process(delivery).await
+            .try_for_each_concurrent(self.config.concurrency, |deliveries| async move {
+                this.process_batch(deliveries).await
             })
             .await;
         if result.is_ok() && !stop.is_cancelled() {
@@ -117,10 +131,147 @@ impl Consumer {
         result
     }
 
+    /// Deliveries that all decode are applied in one transaction; if that transaction does not
+    /// commit with every one of them applied or a duplicate (a handler error, a deadlock, a
+    /// timeout, the database gone), nothing of it stays and each is processed alone, which
+    /// sorts out which one failed and how. Acks follow the commit either way.
+    async fn process_batch(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        if deliveries.len() > 1 {
+            let prepared: Option<Vec<Prepared<'_>>> =
+                deliveries.iter().map(|d| self.prepare(&d.data)).collect();
+            if let Some(prepared) = prepared {
+                let started = std::time::Instant::now();
+                let labels: Vec<&'static str> = prepared.iter().map(|p| p.label).collect();
+                if let Some(outcomes) = self.apply_together(prepared).await {
+                    for ((delivery, outcome), label) in
+                        deliveries.into_iter().zip(outcomes).zip(labels)
+                    {
+                        self.settle(delivery, outcome, label, started).await?;
+                    }
+                    return Ok(());
+                }
+                tracing::debug!(queue = %self.names.main, "batch rolled back; applying its deliveries one by one");
+            }
+        }
+        for delivery in deliveries {
+            self.process(delivery).await?;
+        }
+        Ok(())
+    }
+
     async fn process(&self, delivery: Delivery) -> Result<(), BusError> {
-        let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(1);
         let started = std::time::Instant::now();
         let (outcome, event_type) = self.apply_labelled(&delivery.data).await;
+        self.settle(delivery, outcome, event_type, started).await
+    }
+
+    /// Parses and decodes a body for the batch path; `None` when anything is off (the single
+    /// path then says what).
+    fn prepare<'a>(&'a self, body: &[u8]) -> Option<Prepared<'a>> {
+        let raw = RawEnvelope::parse(body).ok()?;
+        let handler = self.subscriber.handler_for(&raw.meta.event_type).ok()?;
+        let decoded = handler.decode(&raw).ok()?;
+        let label = self.subscriber.known_type(&raw.meta.event_type)?;
+        Some(Prepared {
+            raw,
+            handler,
+            decoded,
+            label,
+        })
+    }
+
+    /// Applies several events in one transaction: each with its inbox row, in delivery order.
+    /// `Some` only if it committed with each applied or a duplicate.
+    async fn apply_together(&self, prepared: Vec<Prepared<'_>>) -> Option<Vec<Outcome>> {
+        let work = async {
+            let mut tx = self.pool.begin().await.ok()?;
+            // Handlers order their own locks (rows by key) but not across the events of a
+            // batch, so two batches may wait on each other: give up quickly (instead of
+            // PostgreSQL's 1 s deadlock detection) and let the one-by-one path take them.
+            sqlx::query("SET LOCAL lock_timeout = '100ms'")
+                .execute(&mut *tx)
+                .await
+                .ok()?;
+            let mut outcomes = Vec::with_capacity(prepared.len());
+            for Prepared {
+                raw,
+                handler,
+                decoded,
+                ..
+            } in prepared
+            {
+                if !self.record_in_inbox(&mut tx, &raw).await.ok()? {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                let span = self.event_span(&raw);
+                let mut ctx = Context::new(&mut tx, &self.outbox, &raw.meta);
+                tracing::Instrument::instrument(handler.call(&mut ctx, decoded), span)
+                    .await
+                    .ok()?;
+                outcomes.push(Outcome::Applied);
+            }
+            tx.commit().await.ok()?;
+            Some(outcomes)
+        };
+        let work = std::panic::AssertUnwindSafe(work).catch_unwind();
+        match tokio::time::timeout(self.config.handler_timeout, work).await {
+            Ok(Ok(outcomes)) => outcomes,
+            // Panicked or too slow: the transaction is dropped (rolled back).
+            _ => None,
+        }
+    }
+
+    /// Records the event in the inbox; `false` if it was there already (a duplicate).
+    async fn record_in_inbox(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        raw: &RawEnvelope,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO events_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(self.subscriber.name())
+        .bind(raw.meta.id)
+        .bind(&raw.meta.event_type)
+        .execute(tx)
+        .await?
+        .rows_affected();
+        Ok(inserted > 0)
+    }
+
+    /// One span per event, continuing the producer's trace: every log line of the handler
+    /// carries the trace id and the correlation id.
+    fn event_span(&self, raw: &RawEnvelope) -> tracing::Span {
+        let trace = raw
+            .meta
+            .traceparent
+            .as_deref()
+            .and_then(crate::trace::TraceParent::parse);
+        let span = tracing::info_span!(
+            "event",
+            consumer = self.subscriber.name(),
+            event_type = %raw.meta.event_type,
+            event_id = %raw.meta.id,
+            correlation_id = raw.meta.correlationid.as_deref().unwrap_or(""),
+            trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        );
+        if let Some(parent) = trace {
+            crate::trace::attach(&span, parent);
+        }
+        span
+    }
+
+    /// Counts, then acks, retries or dead-letters one delivery according to its outcome.
+    async fn settle(
+        &self,
+        delivery: Delivery,
+        outcome: Outcome,
+        event_type: &'static str,
+        started: std::time::Instant,
+    ) -> Result<(), BusError> {
+        let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(1);
         let service = self.subscriber.name();
         let label = match &outcome {
             Outcome::Applied => {
@@ -231,17 +382,7 @@ impl Consumer {
         };
         let work = async {
             let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO events_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(self.subscriber.name())
-            .bind(raw.meta.id)
-            .bind(&raw.meta.event_type)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
+            if !self.record_in_inbox(&mut tx, &raw).await? {
                 return Ok(Outcome::Duplicate);
             }
             let mut ctx = Context::new(&mut tx, &self.outbox, &raw.meta);
@@ -250,25 +391,7 @@ impl Consumer {
             tracing::debug!("event applied");
             Ok::<_, HandlerError>(Outcome::Applied)
         };
-        // One span per event, continuing the producer's trace: every log line of the handler
-        // carries the trace id and the correlation id.
-        let trace = raw
-            .meta
-            .traceparent
-            .as_deref()
-            .and_then(crate::trace::TraceParent::parse);
-        let span = tracing::info_span!(
-            "event",
-            consumer = self.subscriber.name(),
-            event_type = %raw.meta.event_type,
-            event_id = %raw.meta.id,
-            correlation_id = raw.meta.correlationid.as_deref().unwrap_or(""),
-            trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
-        );
-        if let Some(parent) = trace {
-            crate::trace::attach(&span, parent);
-        }
-        let work = tracing::Instrument::instrument(work, span);
+        let work = tracing::Instrument::instrument(work, self.event_span(&raw));
         // A panicking handler is a failed attempt like any other (retried, then dead-lettered),
         // not the end of the consumer; its transaction is dropped, so rolled back.
         let work = std::panic::AssertUnwindSafe(work).catch_unwind();

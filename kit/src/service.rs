@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{db, http};
 
+/// How long in-flight HTTP requests get to finish at shutdown before their connections are
+/// dropped (the bus then drains within its own bound).
+const HTTP_GRACE: Duration = Duration::from_secs(10);
+
 /// Where one service instance listens and what it connects to.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -88,7 +92,16 @@ impl Running {
     /// in-flight deliveries and flushes the outbox.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.server.await;
+        // A client holding a connection open must not keep the bus from draining: HTTP gets
+        // a bounded grace, then its remaining connections are dropped.
+        let server_abort = self.server.abort_handle();
+        if tokio::time::timeout(HTTP_GRACE, self.server).await.is_err() {
+            tracing::warn!(
+                service = self.name,
+                "HTTP connections still open after {HTTP_GRACE:?}; closing them"
+            );
+            server_abort.abort();
+        }
         if let Ok(Some(bus)) = self.starter.await {
             bus.shutdown().await;
         }

@@ -179,6 +179,17 @@ pub struct Settings {
     )]
     pub concurrency: usize,
 
+    /// Waiting deliveries one handler slot applies in one transaction, at most (1: each alone).
+    #[arg(
+        long,
+        env = "SHOP_BATCH",
+        hide_env_values = true,
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..=256),
+        global = true
+    )]
+    pub batch: u16,
+
     /// Attempts before a failing event is dead-lettered.
     #[arg(
         long,
@@ -214,6 +225,7 @@ impl Settings {
             },
             prefetch: self.prefetch,
             concurrency: self.concurrency,
+            batch: self.batch.into(),
             max_attempts: self.max_attempts,
             ..BusConfig::default()
         }

@@ -2,6 +2,7 @@
 //! One binary, so the crate is built and linked once.
 
 mod bad_input;
+mod batches;
 mod bench;
 mod concurrency;
 mod consumer_cancelled;
