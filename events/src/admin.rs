@@ -75,12 +75,18 @@ pub async fn queue_depth(config: &BusConfig, queue: &str) -> Result<Option<u32>,
 pub struct DeadLetter {
     pub message_id: Option<String>,
     pub event_type: Option<String>,
+    /// `x-reason` when this library dead-lettered it; `broker: <x-death reason>` (such as
+    /// `delivery_limit`) when the broker did.
     pub reason: Option<String>,
     pub attempts: Option<u32>,
     pub first_error: Option<String>,
     pub last_error: Option<String>,
     pub original_queue: Option<String>,
+    pub original_routing_key: Option<String>,
+    pub correlation_id: Option<String>,
     pub dead_lettered_at: Option<String>,
+    /// Every AMQP header as the broker holds it (values rendered as text).
+    pub headers: std::collections::BTreeMap<String, String>,
     /// The body as text (lossy where it is not UTF-8: a malformed message may not be).
     pub body: String,
     pub body_bytes: usize,
@@ -92,12 +98,24 @@ impl DeadLetter {
         DeadLetter {
             message_id: props.message_id().as_ref().map(|s| s.to_string()),
             event_type: props.kind().as_ref().map(|s| s.to_string()),
-            reason: header_str(props, REASON_HEADER),
+            reason: header_str(props, REASON_HEADER).or_else(|| broker_reason(props)),
             attempts: header_u32(props, ATTEMPT_HEADER),
             first_error: header_str(props, FIRST_ERROR_HEADER),
             last_error: header_str(props, LAST_ERROR_HEADER),
             original_queue: header_str(props, ORIGINAL_QUEUE_HEADER),
+            original_routing_key: header_str(props, ORIGINAL_ROUTING_KEY_HEADER),
+            correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
             dead_lettered_at: header_str(props, DEAD_LETTERED_AT_HEADER),
+            headers: props
+                .headers()
+                .as_ref()
+                .map(|h| {
+                    h.inner()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), header_text(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             body: String::from_utf8_lossy(data).into_owned(),
             body_bytes: data.len(),
         }
@@ -112,6 +130,38 @@ impl DeadLetter {
                 .as_str()
                 .map(str::to_string)
         })
+    }
+}
+
+/// The reason of the broker's own dead-lettering (the newest `x-death` entry): a message the
+/// broker moved here by itself (delivery limit reached, expired) carries no `x-reason`.
+fn broker_reason(props: &lapin::BasicProperties) -> Option<String> {
+    use lapin::types::AMQPValue;
+    let AMQPValue::FieldArray(deaths) = props.headers().as_ref()?.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else {
+        return None;
+    };
+    match newest.inner().get("reason")? {
+        AMQPValue::LongString(s) => {
+            Some(format!("broker: {}", String::from_utf8_lossy(s.as_bytes())))
+        }
+        AMQPValue::ShortString(s) => Some(format!("broker: {s}")),
+        _ => None,
+    }
+}
+
+/// A header value as operators read it: strings as they are, anything else in its debug form.
+fn header_text(value: &lapin::types::AMQPValue) -> String {
+    use lapin::types::AMQPValue;
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -139,8 +139,34 @@ impl BusConfig {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
+/// Replaces the password of `scheme://user:password@host` with `***`, and the value of a
+/// `password` (or `sslpassword`) query parameter, which sqlx and libpq also accept.
 pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn is_secret_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "password" || key == "sslpassword" || key == "pass"
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -184,6 +210,14 @@ mod tests {
         assert_eq!(
             redact_url("postgres://postgres@db/x"),
             "postgres://postgres@db/x"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@db/x?sslmode=require&password=s3cret&PassWord=x"),
+            "postgres://u:***@db/x?sslmode=require&password=***&PassWord=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?application_name=a@b"),
+            "postgres://db/x?application_name=a@b"
         );
     }
 }

@@ -556,9 +556,9 @@ pub fn copy_properties(
     if let Some(v) = p.reply_to() {
         copy = copy.with_reply_to(v.clone());
     }
-    if let Some(v) = p.expiration() {
-        copy = copy.with_expiration(v.clone());
-    }
+    // `expiration` is deliberately not copied: a retry waits for its hold queue's TTL, and a
+    // dead letter stays until an operator acts on it. A per-message TTL on the copy would make
+    // the broker drop it from the dead-letter queue (which has no dead-letter exchange).
     if let Some(v) = p.message_id() {
         copy = copy.with_message_id(v.clone());
     }

@@ -37,7 +37,7 @@ pub fn check_text(field: &str, value: &str, max_len: usize) -> Result<(), Proble
     if value.trim().is_empty() || value.len() > max_len {
         return Err(Problem::invalid(
             field,
-            format!("{field} must be 1 to {max_len} characters"),
+            format!("{field} must be 1 to {max_len} bytes of UTF-8 (not only whitespace)"),
         ));
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {

@@ -19,10 +19,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                let ct = ct.split(';').next().unwrap_or("").trim();
-                ct == "application/json" || ct.ends_with("+json")
-            });
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -105,6 +102,21 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// `application/json` or `application/<anything>+json`, parameters ignored; media types are
+/// case-insensitive (RFC 9110 §8.3.1), so `Application/JSON` is JSON too.
+fn is_json_media_type(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.split_once('/') {
+        Some(("application", subtype)) => subtype == "json" || subtype.ends_with("+json"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +131,20 @@ mod tests {
     #[allow(dead_code)]
     struct Body {
         lines: Vec<Line>,
+    }
+
+    #[test]
+    fn json_media_types_are_case_insensitive_and_application_only() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in ["text/plain", "text/x+json", "application/jsonp", "json", ""] {
+            assert!(!is_json_media_type(bad), "{bad}");
+        }
     }
 
     #[test]

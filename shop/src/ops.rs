@@ -88,8 +88,10 @@ pub async fn dlq(cmd: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
                 .with_context(broker)?;
             let mut by_reason = std::collections::BTreeMap::<String, usize>::new();
             for l in &letters {
+                // Every field read off a message is flattened: a dead letter is untrusted
+                // input and must not put control sequences on the operator's terminal.
                 *by_reason
-                    .entry(l.reason.clone().unwrap_or_else(|| "(broker)".into()))
+                    .entry(one_line(l.reason.as_deref().unwrap_or("(broker)"), 40))
                     .or_default() += 1;
             }
             println!(
@@ -111,9 +113,9 @@ pub async fn dlq(cmd: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
             for l in &letters {
                 println!(
                     "{:<38} {:<34} {:<22} {:>3}  {}",
-                    l.id().unwrap_or_else(|| "-".into()),
-                    l.event_type.as_deref().unwrap_or("-"),
-                    l.reason.as_deref().unwrap_or("-"),
+                    one_line(&l.id().unwrap_or_else(|| "-".into()), 64),
+                    one_line(l.event_type.as_deref().unwrap_or("-"), 64),
+                    one_line(l.reason.as_deref().unwrap_or("-"), 40),
                     l.attempts
                         .map(|a| a.to_string())
                         .unwrap_or_else(|| "-".into()),
@@ -208,9 +210,9 @@ pub async fn outbox(cmd: OutboxCommand, settings: &Settings) -> anyhow::Result<(
                 println!(
                     "parked {} {} after {} attempts: {}",
                     r.event_id,
-                    r.event_type,
+                    one_line(&r.event_type, 64),
                     r.attempts,
-                    r.last_error.as_deref().unwrap_or("-")
+                    one_line(r.last_error.as_deref().unwrap_or("-"), 200)
                 );
             }
         }
@@ -223,4 +225,18 @@ pub async fn outbox(cmd: OutboxCommand, settings: &Settings) -> anyhow::Result<(
     }
     pool.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn one_line_removes_terminal_control_sequences() {
+        let hostile = "esc-\u{1b}[31mRED\u{1b}[0m\u{7}\u{1b}]0;pwned\u{7}\n";
+        let flat = one_line(hostile, 80);
+        assert!(!flat.chars().any(char::is_control), "{flat:?}");
+        assert!(flat.starts_with("esc- [31mRED"));
+        assert_eq!(one_line("abcdef", 3), "abc…");
+    }
 }

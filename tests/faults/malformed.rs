@@ -112,11 +112,20 @@ fn bad_messages() -> Vec<Bad> {
     ]
 }
 
+/// The per-message TTL one bad message carries: its dead-letter copy must outlive it.
+const EXPIRING_ID: &str = "bad-truncated";
+const EXPIRATION_MS: u64 = 3_000;
+
 fn properties(id: &str, event_type: &str) -> BasicProperties {
-    BasicProperties::default()
+    let props = BasicProperties::default()
         .with_message_id(id.into())
         .with_type(event_type.into())
-        .with_content_type(events::envelope::CONTENT_TYPE.into())
+        .with_content_type(events::envelope::CONTENT_TYPE.into());
+    if id == EXPIRING_ID {
+        props.with_expiration(EXPIRATION_MS.to_string().into())
+    } else {
+        props
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +177,7 @@ async fn malformed_messages_are_dead_lettered_once_and_the_stream_goes_on() {
             "{confirmation:?}"
         );
     });
+    let published_at = std::time::Instant::now();
     work.place(&client, half..CHECKOUTS).await;
 
     let cart_letters = bad.len() as u64 + 1;
@@ -179,6 +189,14 @@ async fn malformed_messages_are_dead_lettered_once_and_the_stream_goes_on() {
                 .dead_letters(Which::Inventory, 1),
         )
         .await;
+
+    // The property under test is an age: a dead letter must still be there after the TTL its
+    // original carried has passed (the copy must not inherit `expiration`), so this waits out
+    // that TTL rather than a condition.
+    tokio::time::sleep_until(
+        (published_at + std::time::Duration::from_millis(EXPIRATION_MS + 1_000)).into(),
+    )
+    .await;
 
     // Each once, at its first attempt, with the reason, the error and where it came from.
     let via_exchange = (

@@ -74,7 +74,7 @@ fn validate(body: CheckoutBody) -> Result<CheckoutRequest, Problem> {
     if body.payment_token.trim().is_empty() || body.payment_token.len() > 200 {
         return Err(Problem::invalid(
             "payment_token",
-            "payment_token must be 1 to 200 characters",
+            "payment_token must be 1 to 200 bytes",
         ));
     }
     let lines = place::merge_lines(body.lines.into_iter().map(|l| (l.sku, l.quantity)));
