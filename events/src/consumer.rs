@@ -193,6 +193,7 @@ impl Consumer {
                 .await
                 .ok()?;
             let mut outcomes = Vec::with_capacity(prepared.len());
+            let mut applied_spans = Vec::with_capacity(prepared.len());
             for Prepared {
                 raw,
                 handler,
@@ -206,12 +207,19 @@ impl Consumer {
                 }
                 let span = self.event_span(&raw);
                 let mut ctx = Context::new(&mut tx, &self.outbox, &raw.meta);
-                tracing::Instrument::instrument(handler.call(&mut ctx, decoded), span)
+                tracing::Instrument::instrument(handler.call(&mut ctx, decoded), span.clone())
                     .await
                     .ok()?;
                 outcomes.push(Outcome::Applied);
+                applied_spans.push(span);
             }
             tx.commit().await.ok()?;
+            // Logged only now that they are committed, each in its own event's span (trace id,
+            // event id), as the one-at-a-time path does.
+            let batch = applied_spans.len();
+            for span in applied_spans {
+                span.in_scope(|| tracing::debug!(batch, "event applied"));
+            }
             Some(outcomes)
         };
         let work = std::panic::AssertUnwindSafe(work).catch_unwind();
