@@ -48,8 +48,19 @@ pub async fn delete_topology(config: &BusConfig, consumers: &[&str]) -> Result<(
     Ok(())
 }
 
-/// Messages ready in `queue` (not counting unacked ones); `None` if it doesn't exist.
-pub async fn queue_depth(config: &BusConfig, queue: &str) -> Result<Option<u32>, lapin::Error> {
+/// What the broker says of a queue right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages ready (not counting unacked ones).
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// `queue`'s figures (a passive declare); `None` if it doesn't exist.
+pub async fn queue_stats(
+    config: &BusConfig,
+    queue: &str,
+) -> Result<Option<QueueStats>, lapin::Error> {
     let conn = connect(config).await?;
     let channel = conn.create_channel().await?;
     let result = channel
@@ -64,10 +75,18 @@ pub async fn queue_depth(config: &BusConfig, queue: &str) -> Result<Option<u32>,
         .await;
     let _ = conn.close(200, "done".into()).await;
     match result {
-        Ok(q) => Ok(Some(q.message_count())),
+        Ok(q) => Ok(Some(QueueStats {
+            messages: q.message_count(),
+            consumers: q.consumer_count(),
+        })),
         Err(e) if e.is_amqp_soft_error() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Messages ready in `queue` (not counting unacked ones); `None` if it doesn't exist.
+pub async fn queue_depth(config: &BusConfig, queue: &str) -> Result<Option<u32>, lapin::Error> {
+    Ok(queue_stats(config, queue).await?.map(|s| s.messages))
 }
 
 /// One message in a dead-letter queue, as operators see it.

@@ -59,23 +59,11 @@ async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_
         .expect("the ledger table");
 
     let outbox = Outbox::new("producer");
-    let mut tx = pool.begin().await.expect("a transaction");
-    let mut ids = Vec::with_capacity(EVENTS);
-    for i in 0..EVENTS {
-        let envelope = outbox
-            .publish(
-                &mut tx,
-                CartCheckedOut {
-                    cart_id: format!("cart-{i}"),
-                    order_id: Uuid::now_v7(),
-                    removed: vec![],
-                },
-            )
-            .await
-            .expect("writing to the outbox");
-        ids.push(envelope.meta.id);
-    }
-    tx.commit().await.expect("commit");
+    let ids: Vec<Uuid> = e2e::write_checked_out(&pool, &outbox, "cart", EVENTS)
+        .await
+        .iter()
+        .map(|e| e.meta.id)
+        .collect();
     let poison = ids[EVENTS / 2];
 
     // The backlog: queued (by a relay alone) before the consumer starts.

@@ -4,26 +4,13 @@
 
 use e2e::{TestShop, Which, wait_for};
 use events::topology::QueueNames;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use serde_json::json;
 
 /// Consumers on `queue` now, or `None` while it does not exist.
 async fn consumers(bus: &events::BusConfig, queue: &str) -> Option<u32> {
-    let conn = events::admin::connect(bus).await.ok()?;
-    let channel = conn.create_channel().await.ok()?;
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    let _ = conn.close(200, "checked".into()).await;
-    declared.ok().map(|q| q.consumer_count())
+    let stats = events::admin::queue_stats(bus, queue).await.ok()??;
+    Some(stats.consumers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,25 +14,14 @@ const BEFORE: usize = 1000;
 const WHILE_RUNNING: usize = 2000;
 const PER_TRANSACTION: usize = 50;
 
+/// `n` events in transactions of `PER_TRANSACTION` rows, as a busy service would commit them.
 async fn write(pool: &PgPool, outbox: &Outbox, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::with_capacity(n);
     for chunk in 0..n.div_ceil(PER_TRANSACTION) {
-        let mut tx = pool.begin().await.expect("a transaction");
-        for i in 0..PER_TRANSACTION.min(n - chunk * PER_TRANSACTION) {
-            let e = outbox
-                .publish(
-                    &mut tx,
-                    CartCheckedOut {
-                        cart_id: format!("cart-{chunk}-{i}"),
-                        order_id: Uuid::now_v7(),
-                        removed: vec![],
-                    },
-                )
-                .await
-                .expect("writing to the outbox");
-            ids.push(e.meta.id);
-        }
-        tx.commit().await.expect("commit");
+        let rows = PER_TRANSACTION.min(n - chunk * PER_TRANSACTION);
+        let label = format!("cart-{chunk}");
+        let written = e2e::write_checked_out(pool, outbox, &label, rows).await;
+        ids.extend(written.iter().map(|e| e.meta.id));
     }
     ids
 }

@@ -126,23 +126,7 @@ async fn a_poison_event_is_dead_lettered_and_the_rest_flow() {
 
     // The poison first in the outbox, so first in the queue; 49 good events behind it.
     let outbox = Outbox::new("ledger");
-    let mut tx = pool.begin().await.expect("a transaction");
-    let mut envelopes = Vec::with_capacity(EVENTS);
-    for i in 0..EVENTS {
-        let envelope = outbox
-            .publish(
-                &mut tx,
-                CartCheckedOut {
-                    cart_id: format!("cart-{i}"),
-                    order_id: Uuid::now_v7(),
-                    removed: vec![],
-                },
-            )
-            .await
-            .expect("writing to the outbox");
-        envelopes.push(envelope);
-    }
-    tx.commit().await.expect("commit");
+    let envelopes = e2e::write_checked_out(&pool, &outbox, "cart", EVENTS).await;
     let poison = envelopes[0].meta.id;
     let good: Vec<Uuid> = envelopes[1..].iter().map(|e| e.meta.id).collect();
     let poison_payload: String =

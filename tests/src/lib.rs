@@ -483,3 +483,31 @@ pub fn event_id(payload: &str) -> Uuid {
         .and_then(|s| Uuid::parse_str(s).ok())
         .unwrap_or_else(|| panic!("no id in {payload}"))
 }
+
+/// Writes `n` `cart.checked_out` events (carts `<label>-<i>`, nothing removed) to `outbox` in
+/// one transaction of `pool`: traffic for the tests of the library alone.
+pub async fn write_checked_out(
+    pool: &PgPool,
+    outbox: &events::outbox::Outbox,
+    label: &str,
+    n: usize,
+) -> Vec<events::Envelope<events::contracts::CartCheckedOut>> {
+    let mut tx = pool.begin().await.expect("a transaction");
+    let mut envelopes = Vec::with_capacity(n);
+    for i in 0..n {
+        let envelope = outbox
+            .publish(
+                &mut tx,
+                events::contracts::CartCheckedOut {
+                    cart_id: format!("{label}-{i}"),
+                    order_id: Uuid::now_v7(),
+                    removed: vec![],
+                },
+            )
+            .await
+            .expect("writing to the outbox");
+        envelopes.push(envelope);
+    }
+    tx.commit().await.expect("commit");
+    envelopes
+}

@@ -39,3 +39,20 @@ impl Event for CheckoutCompleted {
         self.order_id.to_string()
     }
 }
+
+impl CheckoutCompleted {
+    /// A sale takes units out of carts and stock: a quantity ≤ 0 would put them back in (and
+    /// `-i64::MIN` overflows). Such an event is invalid for every consumer, which refuses it
+    /// (dead-letters it) before touching anything.
+    pub fn check_quantities(&self) -> Result<(), crate::HandlerError> {
+        match self.lines.iter().find(|l| l.quantity <= 0) {
+            Some(line) => Err(crate::HandlerError::permanent(anyhow::anyhow!(
+                "order {} has a non-positive quantity {} of sku {}",
+                self.order_id,
+                line.quantity,
+                line.sku
+            ))),
+            None => Ok(()),
+        }
+    }
+}

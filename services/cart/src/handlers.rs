@@ -1,6 +1,5 @@
 //! Cart's reactions to other services' events.
 
-use anyhow::anyhow;
 use async_trait::async_trait;
 use events::contracts::{CartCheckedOut, CheckoutCompleted, RemovedItem};
 use events::{Context, Envelope, Handler, HandlerError};
@@ -18,16 +17,7 @@ impl Handler<CheckoutCompleted> for CheckoutCompletedHandler {
         event: Envelope<CheckoutCompleted>,
     ) -> Result<(), HandlerError> {
         let order = event.data;
-        // A non-positive quantity would put units *into* the cart: the event is invalid, and
-        // refused (dead-lettered) before anything is touched.
-        if let Some(line) = order.lines.iter().find(|l| l.quantity <= 0) {
-            return Err(HandlerError::permanent(anyhow!(
-                "order {} has a non-positive quantity {} of sku {}",
-                order.order_id,
-                line.quantity,
-                line.sku
-            )));
-        }
+        order.check_quantities()?;
         let mut lines = order.lines;
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
         let mut removed = Vec::new();

@@ -19,16 +19,7 @@ impl Handler<CheckoutCompleted> for CheckoutCompletedHandler {
         event: Envelope<CheckoutCompleted>,
     ) -> Result<(), HandlerError> {
         let order = event.data;
-        // A sale takes units out: a quantity ≤ 0 would add stock (and `-i64::MIN` overflows).
-        // The event is invalid, and refused (dead-lettered) before anything is touched.
-        if let Some(line) = order.lines.iter().find(|l| l.quantity <= 0) {
-            return Err(HandlerError::permanent(anyhow!(
-                "order {} has a non-positive quantity {} of sku {}",
-                order.order_id,
-                line.quantity,
-                line.sku
-            )));
-        }
+        order.check_quantities()?;
         let mut lines = order.lines.clone();
         // A fixed lock order: two orders touching the same skus can't deadlock.
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
