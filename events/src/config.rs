@@ -162,8 +162,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn is_secret_param(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key == "password" || key == "sslpassword" || key == "pass"
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
 }
 
 fn redact_userinfo(url: &str) -> String {
