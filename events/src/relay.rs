@@ -105,23 +105,37 @@ impl Relay {
 
     /// Runs until `stop` is cancelled (after a final flush) or the broker fails.
     /// Database errors are logged and retried here: they don't end the broker session.
+    ///
+    /// While rows keep coming it polls back to back; only when a poll finds nothing does it
+    /// announce itself as waiting (see [`Waiting`]), poll once more (a row committed before the
+    /// announcement was visible to its producer sent no NOTIFY), and sleep until a NOTIFY, the
+    /// poll interval, or `stop`.
     pub async fn run(self, stop: CancellationToken) -> Result<(), BusError> {
         let mut listener: Option<PgListener> = None;
+        let mut waiting = Waiting::new(self.pool.clone());
         let mut last_cleanup = tokio::time::Instant::now();
         let mut last_report = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             if listener.is_none() {
                 listener = listen(&self.pool).await;
             }
-            let full = match self.publish_batch().await {
-                Ok(n) => n as i64 >= self.config.batch_size,
+            let found = match self.publish_batch().await {
+                Ok(n) => n,
                 Err(BusError::Database(e)) => {
                     tracing::warn!(error = %e, "outbox relay: database unavailable, will retry");
-                    false
+                    0
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    waiting.withdraw().await;
+                    return Err(e);
+                }
             };
+            if found > 0 {
+                // Busy: producers need not wake us, and each NOTIFY would cost them.
+                waiting.withdraw().await;
+            }
             if stop.is_cancelled() {
+                waiting.withdraw().await;
                 let _ = self.channel.close(200, "relay stopped".into()).await;
                 return Ok(());
             }
@@ -135,7 +149,11 @@ impl Relay {
                     tracing::warn!(error = %e, "outbox cleanup failed");
                 }
             }
-            if full {
+            if found > 0 {
+                continue;
+            }
+            if listener.is_some() && waiting.announce().await {
+                // Newly announced: look once more before sleeping.
                 continue;
             }
             // Sleep until a commit notifies us, the poll interval passes, or we are stopped.
@@ -154,9 +172,13 @@ impl Relay {
                 }
             };
             tokio::select! {
-                ok = wait => if !ok { listener = None; },
+                ok = wait => if !ok {
+                    listener = None;
+                    waiting.withdraw().await;
+                },
                 _ = stop.cancelled() => {
                     // One last flush so a graceful stop leaves nothing that could have gone.
+                    waiting.withdraw().await;
                     let _ = self.publish_batch().await;
                     let _ = self.channel.close(200, "relay stopped".into()).await;
                     return Ok(());
@@ -168,7 +190,15 @@ impl Relay {
     /// Claims up to `batch_size` due rows, publishes them all, awaits their confirms, and
     /// records the outcome, in one transaction. Returns how many rows were claimed.
     pub async fn publish_batch(&self) -> Result<usize, BusError> {
-        let mut tx = self.pool.begin().await?;
+        // Marking rows sent need not wait for the disk: if the database crashes before this
+        // commit reaches it, the rows are published again and consumers' inboxes drop the
+        // duplicates, exactly as when the relay itself dies between confirm and commit. The
+        // producers' and consumers' commits, which carry the guarantees, stay synchronous.
+        // (Sent with BEGIN: one round trip.)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await?;
         let rows = sqlx::query(
             "SELECT seq, event_id, event_type, source, correlation_id, occurred_at, payload, attempts
              FROM events_outbox
@@ -305,6 +335,13 @@ impl Relay {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        // A relay that died while waiting left its row: producers would notify for nobody.
+        sqlx::query(
+            "DELETE FROM events_relay_waiting WHERE since < now() - make_interval(secs => $1)",
+        )
+        .bind(STALE_ANNOUNCEMENT.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
         if deleted + inbox > 0 {
             tracing::info!(
                 outbox = deleted,
@@ -313,6 +350,74 @@ impl Relay {
             );
         }
         Ok(())
+    }
+}
+
+/// A waiting relay renews its announcement this often, so a truncated table (the unlogged table
+/// after a database crash) or another replica's cleanup costs it at most this long of fallback
+/// polling.
+const RENEW_ANNOUNCEMENT: Duration = Duration::from_secs(10);
+/// Announcements older than this belong to relays that died while waiting.
+const STALE_ANNOUNCEMENT: Duration = Duration::from_secs(300);
+
+/// This relay's row in `events_relay_waiting`: present while it waits for a NOTIFY, absent
+/// while it is busy. The outbox trigger sends a NOTIFY only while some relay's row is present,
+/// because NOTIFY serialises the commits of every producer (migration 2 has the figures).
+struct Waiting {
+    pool: PgPool,
+    id: Uuid,
+    announced: Option<tokio::time::Instant>,
+}
+
+impl Waiting {
+    fn new(pool: PgPool) -> Self {
+        Waiting {
+            pool,
+            id: Uuid::now_v7(),
+            announced: None,
+        }
+    }
+
+    /// Announces (or renews) this relay as waiting. `true` when it was not announced before,
+    /// so the caller polls once more before sleeping; `false` when it already was, or when the
+    /// database refused (then the fallback poll interval is what wakes it).
+    async fn announce(&mut self) -> bool {
+        if self
+            .announced
+            .is_some_and(|at| at.elapsed() < RENEW_ANNOUNCEMENT)
+        {
+            return false;
+        }
+        let result = sqlx::query(
+            "INSERT INTO events_relay_waiting (relay) VALUES ($1)
+             ON CONFLICT (relay) DO UPDATE SET since = now()",
+        )
+        .bind(self.id)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => {
+                let first = self.announced.is_none();
+                self.announced = Some(tokio::time::Instant::now());
+                first
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox relay: could not announce itself as waiting");
+                self.announced = None;
+                false
+            }
+        }
+    }
+
+    async fn withdraw(&mut self) {
+        if self.announced.take().is_some() {
+            // Best effort: a row left behind only costs producers needless NOTIFYs until the
+            // next cleanup.
+            let _ = sqlx::query("DELETE FROM events_relay_waiting WHERE relay = $1")
+                .bind(self.id)
+                .execute(&self.pool)
+                .await;
+        }
     }
 }
 

@@ -14,5 +14,6 @@ mod idempotency;
 mod isolated;
 mod least_privilege;
 mod parking;
+mod relay_wakeup;
 mod relays_share;
 mod topology;
