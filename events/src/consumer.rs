@@ -183,13 +183,26 @@ impl Consumer {
     /// Applies several events in one transaction: each with its inbox row, in delivery order.
     /// `Some` only if it committed with each applied or a duplicate.
     async fn apply_together(&self, prepared: Vec<Prepared<'_>>) -> Option<Vec<Outcome>> {
+        // (Collected before the transaction: `prepared` holds decoded events, which are `Send`
+        // but not `Sync`, so the future must not borrow it across an await.)
+        let ids: Vec<uuid::Uuid> = prepared.iter().map(|p| p.raw.meta.id).collect();
+        let types: Vec<String> = prepared
+            .iter()
+            .map(|p| p.raw.meta.event_type.clone())
+            .collect();
         let work = async {
-            let mut tx = self.pool.begin().await.ok()?;
             // Handlers order their own locks (rows by key) but not across the events of a
             // batch, so two batches may wait on each other: give up quickly (instead of
             // PostgreSQL's 1 s deadlock detection) and let the one-by-one path take them.
-            sqlx::query("SET LOCAL lock_timeout = '100ms'")
-                .execute(&mut *tx)
+            // Sent with BEGIN: one round trip.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN; SET LOCAL lock_timeout = '100ms'")
+                .await
+                .ok()?;
+            // One statement records the whole batch in the inbox; what it returns is new.
+            let mut fresh = self
+                .record_batch_in_inbox(&mut tx, &ids, &types)
                 .await
                 .ok()?;
             let mut outcomes = Vec::with_capacity(prepared.len());
@@ -201,7 +214,8 @@ impl Consumer {
                 ..
             } in prepared
             {
-                if !self.record_in_inbox(&mut tx, &raw).await.ok()? {
+                // `remove`: the same event twice in one batch is applied once.
+                if !fresh.remove(&raw.meta.id) {
                     outcomes.push(Outcome::Duplicate);
                     continue;
                 }
@@ -228,6 +242,28 @@ impl Consumer {
             // Panicked or too slow: the transaction is dropped (rolled back).
             _ => None,
         }
+    }
+
+    /// Records a batch's events in the inbox in one statement; returns the ids that were not
+    /// there yet (the others are duplicates).
+    async fn record_batch_in_inbox(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        ids: &[uuid::Uuid],
+        types: &[String],
+    ) -> Result<std::collections::HashSet<uuid::Uuid>, sqlx::Error> {
+        let inserted: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO events_inbox (consumer, event_id, event_type)
+             SELECT $1, id, event_type FROM unnest($2::uuid[], $3::text[]) AS e(id, event_type)
+             ON CONFLICT DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(self.subscriber.name())
+        .bind(ids)
+        .bind(types)
+        .fetch_all(tx)
+        .await?;
+        Ok(inserted.into_iter().collect())
     }
 
     /// Records the event in the inbox; `false` if it was there already (a duplicate).

@@ -134,3 +134,105 @@ async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_
         .await
         .expect("removing the test's database and queues");
 }
+
+/// Records each event it is given; never fails.
+struct Tally;
+
+#[async_trait]
+impl Handler<CartCheckedOut> for Tally {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_>,
+        event: Envelope<CartCheckedOut>,
+    ) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO ledger (event_id, tx) VALUES ($1, txid_current())")
+            .bind(event.meta.id)
+            .execute(&mut *ctx.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_an_event_in_one_batch_are_applied_once() {
+    const COPIES_OF: usize = 4;
+    let (mut ns, pool) = Isolated::new(CONSUMER, &[CONSUMER], |bus| {
+        bus.prefetch = 64;
+        // One handler slot: the whole backlog comes as one batch of eight.
+        bus.concurrency = 1;
+        bus.batch = 8;
+    })
+    .await;
+    sqlx::query("CREATE TABLE ledger (event_id UUID NOT NULL, tx BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("the ledger table");
+    let names = QueueNames::new(&ns.bus, CONSUMER);
+    let subscriber = || Subscriber::new(CONSUMER).on::<CartCheckedOut, _>(Tally);
+    events::admin::declare_topology(&ns.bus, &subscriber())
+        .await
+        .expect("declaring the queues");
+
+    // Each event queued twice: published, then marked unsent and published again (what a
+    // relay that dies between the confirm and its commit does).
+    let outbox = Outbox::new("producer");
+    e2e::write_checked_out(&pool, &outbox, "twice", COPIES_OF).await;
+    let ns_ref = &ns;
+    let main = names.main.as_str();
+    for queued in [COPIES_OF, 2 * COPIES_OF] {
+        let producer = Bus::new(ns.bus.clone(), pool.clone(), "producer").start();
+        within("the copies to be queued", 60, || async move {
+            (ns_ref.depth(main).await == queued as u32).then_some(())
+        })
+        .await;
+        producer.shutdown().await;
+        sqlx::query("UPDATE events_outbox SET sent_at = NULL")
+            .execute(&pool)
+            .await
+            .expect("marking the rows unsent");
+    }
+    sqlx::query("DELETE FROM events_outbox")
+        .execute(&pool)
+        .await
+        .expect("emptying the outbox");
+
+    let bus = Bus::new(ns.bus.clone(), pool.clone(), CONSUMER)
+        .subscribe(subscriber())
+        .start();
+    let health = bus.health();
+    within("every copy handled", 60, || {
+        let health = health.clone();
+        async move {
+            let c = health.snapshot();
+            (c.applied + c.duplicates == 2 * COPIES_OF as u64).then_some(())
+        }
+    })
+    .await;
+    bus.shutdown().await;
+
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT event_id, tx FROM ledger")
+        .fetch_all(&pool)
+        .await
+        .expect("the ledger");
+    let per_event = rows
+        .iter()
+        .fold(HashMap::<Uuid, usize>::new(), |mut m, (e, _)| {
+            *m.entry(*e).or_default() += 1;
+            m
+        });
+    assert_eq!(per_event.len(), COPIES_OF, "every event applied");
+    assert!(
+        per_event.values().all(|n| *n == 1),
+        "each once: {per_event:?}"
+    );
+    let c = health.snapshot();
+    assert_eq!(
+        (c.applied, c.duplicates),
+        (COPIES_OF as u64, COPIES_OF as u64)
+    );
+
+    pool.close().await;
+    ns.remove()
+        .await
+        .expect("removing the test's database and queues");
+}
