@@ -92,7 +92,16 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
         .get_database()
         .context("no database in url")?
         .to_string();
-    let mut admin = options.database("postgres").connect().await?;
+    let mut admin = options
+        .database("postgres")
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}",
+                events::config::redact_url(url)
+            )
+        })?;
     let sql = format!(
         "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
         name.replace('"', "\"\"")

@@ -190,7 +190,7 @@ pub async fn start<S: Service>(config: ServiceConfig) -> anyhow::Result<Running>
                 match migrate_pool::<S>(&config, &pool).await {
                     Ok(()) => break,
                     Err(e) => {
-                        let msg = format!("{e:#}");
+                        let msg = crate::describe(&e);
                         tracing::warn!(service = S::NAME, error = %msg, retry_in = ?delay, "database not ready");
                         health.set_error(Some(format!("database: {msg}")));
                     }

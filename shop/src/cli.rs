@@ -131,7 +131,7 @@ fn init_logging(format: LogFormat, default: &str, service: &str) {
         .with(otel)
         .init();
     if let Some(e) = otel_error {
-        tracing::warn!("OpenTelemetry export disabled: {}", describe(&e));
+        tracing::warn!("OpenTelemetry export disabled: {}", kit::describe(&e));
     }
 }
 
@@ -185,36 +185,15 @@ async fn async_main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            eprintln!("error: {}", kit::describe(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-/// An error and its causes as one sentence, each cause said once (client libraries often
-/// repeat their source in their own message).
-pub fn describe(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        // PostgreSQL's own source position is noise for a user.
-        let part = match part.find(" at line ") {
-            Some(i) if part[i + 9..].chars().all(|c| c.is_ascii_digit()) => part[..i].to_string(),
-            _ => part,
-        };
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
-}
-
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.settings;
+    settings.check()?;
     match cli.command {
         Command::Serve { service } => {
             let mut running = Vec::new();
@@ -295,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::FAILURE
                 }
                 Err(e) => {
-                    eprintln!("{url}: {}", describe(&anyhow::Error::new(e)));
+                    eprintln!("{url}: {}", kit::describe(&anyhow::Error::new(e)));
                     ExitCode::FAILURE
                 }
             })

@@ -3,10 +3,14 @@
 //! PostgreSQL.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use events::config::redact_url;
 use events::{BusConfig, QueueType};
 use kit::ServiceConfig;
+use sqlx::postgres::PgConnectOptions;
 
 /// The three services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +218,54 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Rejects a URL that cannot be what its setting says, naming the setting, before anything
+    /// connects: otherwise a typo surfaces at the first connection as an I/O or DNS error that
+    /// names neither the setting nor the value.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let amqp = [
+            ("--amqp-url (AMQP_URL)", Some(&self.amqp_url)),
+            (
+                "--checkout-amqp-url (CHECKOUT_AMQP_URL)",
+                self.checkout_amqp_url.as_ref(),
+            ),
+            (
+                "--cart-amqp-url (CART_AMQP_URL)",
+                self.cart_amqp_url.as_ref(),
+            ),
+            (
+                "--inventory-amqp-url (INVENTORY_AMQP_URL)",
+                self.inventory_amqp_url.as_ref(),
+            ),
+        ];
+        for (setting, url) in amqp {
+            if let Some(url) = url {
+                check_amqp_url(url).with_context(|| format!("{setting} = {}", redact_url(url)))?;
+            }
+        }
+        let databases = [
+            ("--database-url (DATABASE_URL)", Some(&self.database_url)),
+            (
+                "--checkout-database-url (CHECKOUT_DATABASE_URL)",
+                self.checkout_database_url.as_ref(),
+            ),
+            (
+                "--cart-database-url (CART_DATABASE_URL)",
+                self.cart_database_url.as_ref(),
+            ),
+            (
+                "--inventory-database-url (INVENTORY_DATABASE_URL)",
+                self.inventory_database_url.as_ref(),
+            ),
+        ];
+        for (setting, url) in databases {
+            if let Some(url) = url {
+                check_database_url(url)
+                    .with_context(|| format!("{setting} = {}", redact_url(url)))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn bus(&self) -> BusConfig {
         BusConfig {
             amqp_url: self.amqp_url.clone(),
@@ -277,6 +329,27 @@ impl Settings {
     }
 }
 
+/// An AMQP URL as lapin reads it.
+fn check_amqp_url(url: &str) -> anyhow::Result<()> {
+    lapin::uri::AMQPUri::from_str(url).map_err(|e| {
+        anyhow::anyhow!("not an AMQP URL ({e}); expected amqp://user:password@host:5672/vhost")
+    })?;
+    Ok(())
+}
+
+/// A PostgreSQL URL as sqlx reads it. sqlx ignores the scheme, so a `mysql://` URL would
+/// otherwise be tried as PostgreSQL.
+fn check_database_url(url: &str) -> anyhow::Result<()> {
+    const EXPECTED: &str = "expected postgres://user:password@host:5432";
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        anyhow::bail!("not a PostgreSQL URL; {EXPECTED}");
+    }
+    PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("not a PostgreSQL URL ({e}); {EXPECTED}"))?;
+    Ok(())
+}
+
 /// `postgres://u@h:5432` + `shop_cart` → `postgres://u@h:5432/shop_cart` (a database already in
 /// the URL is replaced; query parameters such as sslmode are kept).
 pub fn with_database(server_url: &str, database: &str) -> String {
@@ -309,6 +382,46 @@ mod tests {
         assert_eq!(
             with_database("postgres://p@db/other?sslmode=require", "a"),
             "postgres://p@db/a?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_naming_the_setting_without_the_password() {
+        let check = |tweak: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            tweak(&mut s);
+            s.check().map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(check(|_| {}), Ok(()));
+        let e = check(|s| s.amqp_url = "notaurl".into()).unwrap_err();
+        assert!(
+            e.starts_with("--amqp-url (AMQP_URL) = notaurl: not an AMQP URL"),
+            "{e}"
+        );
+        let e = check(|s| s.cart_amqp_url = Some("http://u:secret@h/".into())).unwrap_err();
+        assert!(
+            e.starts_with("--cart-amqp-url (CART_AMQP_URL) = http://u:***@h/"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "{e}");
+        let e = check(|s| s.database_url = "mysql://root:secret@db:3306".into()).unwrap_err();
+        assert!(
+            e.starts_with(
+                "--database-url (DATABASE_URL) = mysql://root:***@db:3306: not a PostgreSQL URL"
+            ),
+            "{e}"
+        );
+        let e = check(|s| s.inventory_database_url = Some("postgres://u@h:notaport/db".into()))
+            .unwrap_err();
+        assert!(
+            e.starts_with("--inventory-database-url (INVENTORY_DATABASE_URL) = "),
+            "{e}"
+        );
+        assert_eq!(
+            check(
+                |s| s.checkout_database_url = Some("postgresql://u:p@h/db?sslmode=require".into())
+            ),
+            Ok(())
         );
     }
 

@@ -262,11 +262,11 @@ pub async fn measure(args: BenchArgs, settings: Settings) -> anyhow::Result<Repo
         let cleanup = ctx.ns.cleanup().await;
         let mut outcome = match result {
             Ok(outcome) => outcome,
-            Err(e) => Outcome::failed(scenario, crate::cli::describe(&e)),
+            Err(e) => Outcome::failed(scenario, kit::describe(&e)),
         };
         outcome.wall = wall;
         if let Err(e) = cleanup {
-            outcome.cleanup_error = Some(crate::cli::describe(&e));
+            outcome.cleanup_error = Some(kit::describe(&e));
         }
         if !args.json {
             eprintln!("{}", outcome.one_line());
