@@ -23,26 +23,14 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot connect to PostgreSQL at {}",
-                    events::config::redact_url(url)
-                )
-            });
-        }
+        Err(e) => return Err(e).with_context(|| cannot_connect(url)),
     }
     let mut admin = options
         .clone()
         .database("postgres")
         .connect()
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to PostgreSQL at {}",
-                events::config::redact_url(url)
-            )
-        })?;
+        .with_context(|| cannot_connect(url))?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -61,6 +49,14 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a failed connection to `url`'s server says (the password redacted).
+fn cannot_connect(url: &str) -> String {
+    format!(
+        "cannot connect to PostgreSQL at {}",
+        events::config::redact_url(url)
+    )
 }
 
 /// A pool for one service. Connections are opened lazily, so a service can start while its
@@ -96,12 +92,7 @@ pub async fn drop_database(url: &str) -> anyhow::Result<()> {
         .database("postgres")
         .connect()
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to PostgreSQL at {}",
-                events::config::redact_url(url)
-            )
-        })?;
+        .with_context(|| cannot_connect(url))?;
     let sql = format!(
         "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
         name.replace('"', "\"\"")

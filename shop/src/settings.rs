@@ -222,45 +222,50 @@ impl Settings {
     /// connects: otherwise a typo surfaces at the first connection as an I/O or DNS error that
     /// names neither the setting nor the value.
     pub fn check(&self) -> anyhow::Result<()> {
-        let amqp = [
-            ("--amqp-url (AMQP_URL)", Some(&self.amqp_url)),
+        type Check = fn(&str) -> anyhow::Result<()>;
+        let amqp: Check = check_amqp_url;
+        let postgres: Check = check_database_url;
+        let urls = [
+            ("--amqp-url (AMQP_URL)", Some(&self.amqp_url), amqp),
             (
                 "--checkout-amqp-url (CHECKOUT_AMQP_URL)",
                 self.checkout_amqp_url.as_ref(),
+                amqp,
             ),
             (
                 "--cart-amqp-url (CART_AMQP_URL)",
                 self.cart_amqp_url.as_ref(),
+                amqp,
             ),
             (
                 "--inventory-amqp-url (INVENTORY_AMQP_URL)",
                 self.inventory_amqp_url.as_ref(),
+                amqp,
             ),
-        ];
-        for (setting, url) in amqp {
-            if let Some(url) = url {
-                check_amqp_url(url).with_context(|| format!("{setting} = {}", redact_url(url)))?;
-            }
-        }
-        let databases = [
-            ("--database-url (DATABASE_URL)", Some(&self.database_url)),
+            (
+                "--database-url (DATABASE_URL)",
+                Some(&self.database_url),
+                postgres,
+            ),
             (
                 "--checkout-database-url (CHECKOUT_DATABASE_URL)",
                 self.checkout_database_url.as_ref(),
+                postgres,
             ),
             (
                 "--cart-database-url (CART_DATABASE_URL)",
                 self.cart_database_url.as_ref(),
+                postgres,
             ),
             (
                 "--inventory-database-url (INVENTORY_DATABASE_URL)",
                 self.inventory_database_url.as_ref(),
+                postgres,
             ),
         ];
-        for (setting, url) in databases {
+        for (setting, url, check) in urls {
             if let Some(url) = url {
-                check_database_url(url)
-                    .with_context(|| format!("{setting} = {}", redact_url(url)))?;
+                check(url).with_context(|| format!("{setting} = {}", redact_url(url)))?;
             }
         }
         Ok(())

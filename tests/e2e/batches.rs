@@ -19,9 +19,10 @@ use crate::isolated::{Isolated, within};
 const EVENTS: usize = 200;
 const CONSUMER: &str = "ledger";
 
-/// Records each event with the id of the transaction that applied it; the poison fails.
+/// Records each event with the id of the transaction that applied it; the poison, if any,
+/// fails.
 struct Ledger {
-    poison: Uuid,
+    poison: Option<Uuid>,
 }
 
 #[async_trait]
@@ -35,7 +36,7 @@ impl Handler<CartCheckedOut> for Ledger {
             .bind(event.meta.id)
             .execute(&mut *ctx.tx)
             .await?;
-        if event.meta.id == self.poison {
+        if Some(event.meta.id) == self.poison {
             // After a write of its own: the rollback must take it away.
             return Err(HandlerError::transient(anyhow!("poison: always fails")));
         }
@@ -43,9 +44,34 @@ impl Handler<CartCheckedOut> for Ledger {
     }
 }
 
+/// The test's namespace, with the ledger table in its database.
+async fn with_ledger(tweak: impl FnOnce(&mut events::BusConfig)) -> (Isolated, sqlx::PgPool) {
+    let (ns, pool) = Isolated::new(CONSUMER, &[CONSUMER], tweak).await;
+    sqlx::query("CREATE TABLE ledger (event_id UUID NOT NULL, tx BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("the ledger table");
+    (ns, pool)
+}
+
+/// How many times each event was applied, and how many events each transaction applied.
+async fn read_ledger(pool: &sqlx::PgPool) -> (HashMap<Uuid, usize>, HashMap<i64, usize>) {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT event_id, tx FROM ledger")
+        .fetch_all(pool)
+        .await
+        .expect("the ledger");
+    let mut per_event: HashMap<Uuid, usize> = HashMap::new();
+    let mut per_tx: HashMap<i64, usize> = HashMap::new();
+    for (event, tx) in &rows {
+        *per_event.entry(*event).or_default() += 1;
+        *per_tx.entry(*tx).or_default() += 1;
+    }
+    (per_event, per_tx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_nothing_else() {
-    let (mut ns, pool) = Isolated::new(CONSUMER, &[CONSUMER], |bus| {
+    let (mut ns, pool) = with_ledger(|bus| {
         bus.prefetch = 64;
         bus.concurrency = 2;
         bus.batch = 8;
@@ -53,10 +79,6 @@ async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_
         bus.retry_delays = vec![Duration::from_millis(200)];
     })
     .await;
-    sqlx::query("CREATE TABLE ledger (event_id UUID NOT NULL, tx BIGINT NOT NULL)")
-        .execute(&pool)
-        .await
-        .expect("the ledger table");
 
     let outbox = Outbox::new("producer");
     let ids: Vec<Uuid> = e2e::write_checked_out(&pool, &outbox, "cart", EVENTS)
@@ -68,7 +90,11 @@ async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_
 
     // The backlog: queued (by a relay alone) before the consumer starts.
     let names = QueueNames::new(&ns.bus, CONSUMER);
-    let subscriber = || Subscriber::new(CONSUMER).on::<CartCheckedOut, _>(Ledger { poison });
+    let subscriber = || {
+        Subscriber::new(CONSUMER).on::<CartCheckedOut, _>(Ledger {
+            poison: Some(poison),
+        })
+    };
     events::admin::declare_topology(&ns.bus, &subscriber())
         .await
         .expect("declaring the queues");
@@ -97,16 +123,7 @@ async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_
     .await;
     bus.shutdown().await;
 
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT event_id, tx FROM ledger")
-        .fetch_all(&pool)
-        .await
-        .expect("the ledger");
-    let mut per_event: HashMap<Uuid, usize> = HashMap::new();
-    let mut per_tx: HashMap<i64, usize> = HashMap::new();
-    for (event, tx) in &rows {
-        *per_event.entry(*event).or_default() += 1;
-        *per_tx.entry(*tx).or_default() += 1;
-    }
+    let (per_event, per_tx) = read_ledger(&pool).await;
     assert!(
         !per_event.contains_key(&poison),
         "the poison's write was rolled back"
@@ -135,40 +152,18 @@ async fn waiting_deliveries_share_a_transaction_and_a_poison_among_them_changes_
         .expect("removing the test's database and queues");
 }
 
-/// Records each event it is given; never fails.
-struct Tally;
-
-#[async_trait]
-impl Handler<CartCheckedOut> for Tally {
-    async fn handle(
-        &self,
-        ctx: &mut Context<'_>,
-        event: Envelope<CartCheckedOut>,
-    ) -> Result<(), HandlerError> {
-        sqlx::query("INSERT INTO ledger (event_id, tx) VALUES ($1, txid_current())")
-            .bind(event.meta.id)
-            .execute(&mut *ctx.tx)
-            .await?;
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_of_an_event_in_one_batch_are_applied_once() {
     const COPIES_OF: usize = 4;
-    let (mut ns, pool) = Isolated::new(CONSUMER, &[CONSUMER], |bus| {
+    let (mut ns, pool) = with_ledger(|bus| {
         bus.prefetch = 64;
         // One handler slot: the whole backlog comes as one batch of eight.
         bus.concurrency = 1;
         bus.batch = 8;
     })
     .await;
-    sqlx::query("CREATE TABLE ledger (event_id UUID NOT NULL, tx BIGINT NOT NULL)")
-        .execute(&pool)
-        .await
-        .expect("the ledger table");
     let names = QueueNames::new(&ns.bus, CONSUMER);
-    let subscriber = || Subscriber::new(CONSUMER).on::<CartCheckedOut, _>(Tally);
+    let subscriber = || Subscriber::new(CONSUMER).on::<CartCheckedOut, _>(Ledger { poison: None });
     events::admin::declare_topology(&ns.bus, &subscriber())
         .await
         .expect("declaring the queues");
@@ -210,16 +205,7 @@ async fn copies_of_an_event_in_one_batch_are_applied_once() {
     .await;
     bus.shutdown().await;
 
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT event_id, tx FROM ledger")
-        .fetch_all(&pool)
-        .await
-        .expect("the ledger");
-    let per_event = rows
-        .iter()
-        .fold(HashMap::<Uuid, usize>::new(), |mut m, (e, _)| {
-            *m.entry(*e).or_default() += 1;
-            m
-        });
+    let (per_event, _) = read_ledger(&pool).await;
     assert_eq!(per_event.len(), COPIES_OF, "every event applied");
     assert!(
         per_event.values().all(|n| *n == 1),
