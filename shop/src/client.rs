@@ -206,6 +206,25 @@ impl ShopClient {
         .await
     }
 
+    /// Waits (up to 2 min) until checkout's catalogue, which it learns from inventory's events,
+    /// has a price and a stock level for at least `expected` products.
+    pub async fn wait_for_catalogue(&self, expected: usize, every: Duration) -> anyhow::Result<()> {
+        crate::wait::until(
+            "checkout's catalogue to receive every product",
+            Duration::from_secs(120),
+            every,
+            || async {
+                let known = self.catalogue().await.ok()?;
+                let ready = known
+                    .iter()
+                    .filter(|e| e.unit_price_cents.is_some() && e.stock_version >= 1)
+                    .count();
+                (ready >= expected).then_some(())
+            },
+        )
+        .await
+    }
+
     /// `GET /readyz` of one service: true when it answers 200.
     pub async fn ready(&self, which: Which) -> bool {
         match self.http.get(self.url(which, "/readyz")).send().await {

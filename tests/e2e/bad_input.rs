@@ -1,8 +1,8 @@
 //! Every refused request is an RFC 9457 problem with the right status, naming the field.
 
 use e2e::{TestShop, Which, expect_field_problem, expect_problem};
-use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn checkout(lines: Value) -> Value {
@@ -274,60 +274,50 @@ async fn bad_path_parameters_are_problems_naming_the_parameter() {
         long.as_str(),
     ];
 
-    for id in bad_ids {
-        // --- inventory ---
-        let r = http
-            .get(shop.url(Which::Inventory, &format!("/products/{id}")))
-            .send()
-            .await
-            .unwrap();
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
-        let r = shop
-            .post_json(
-                Which::Inventory,
-                &format!("/products/{id}/restock"),
-                &json!({"quantity": 1}),
-            )
-            .await;
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
-
-        // --- cart ---
-        let r = http
-            .get(shop.url(Which::Cart, &format!("/carts/{id}")))
-            .send()
-            .await
-            .unwrap();
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "cart_id").await;
-        let r = http
-            .put(shop.url(Which::Cart, &format!("/carts/{id}/items/A")))
-            .json(&json!({"quantity": 1}))
-            .send()
-            .await
-            .unwrap();
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "cart_id").await;
-        let r = http
-            .put(shop.url(Which::Cart, &format!("/carts/c1/items/{id}")))
-            .json(&json!({"quantity": 1}))
-            .send()
-            .await
-            .unwrap();
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "sku").await;
-
-        // --- checkout ---
-        let r = http
-            .get(shop.url(Which::Checkout, &format!("/orders/{id}")))
-            .send()
-            .await
-            .unwrap();
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "order_id").await;
-    }
-    for id in ["not-a-uuid", "0193a5b0-7e1c-7a3e-9f00-1234567890a"] {
-        let r = http
-            .get(shop.url(Which::Checkout, &format!("/orders/{id}")))
-            .send()
-            .await
-            .unwrap();
-        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "order_id").await;
+    // Every route that takes an id: (method, service, path with `{}` for the id, body,
+    // the parameter the problem must name).
+    let quantity = json!({"quantity": 1});
+    let routes: [(Method, Which, &str, Option<&Value>, &str); 6] = [
+        (Method::GET, Which::Inventory, "/products/{}", None, "sku"),
+        (
+            Method::POST,
+            Which::Inventory,
+            "/products/{}/restock",
+            Some(&quantity),
+            "sku",
+        ),
+        (Method::GET, Which::Cart, "/carts/{}", None, "cart_id"),
+        (
+            Method::PUT,
+            Which::Cart,
+            "/carts/{}/items/A",
+            Some(&quantity),
+            "cart_id",
+        ),
+        (
+            Method::PUT,
+            Which::Cart,
+            "/carts/c1/items/{}",
+            Some(&quantity),
+            "sku",
+        ),
+        (Method::GET, Which::Checkout, "/orders/{}", None, "order_id"),
+    ];
+    let not_uuids = ["not-a-uuid", "0193a5b0-7e1c-7a3e-9f00-1234567890a"];
+    let cases = bad_ids
+        .iter()
+        .flat_map(|id| routes.iter().map(move |route| (*id, route)))
+        .chain(not_uuids.iter().map(|id| (*id, &routes[5])));
+    for (id, (method, which, path, body, field)) in cases {
+        let url = shop.url(*which, &path.replace("{}", id));
+        let mut request = http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await.expect("a response");
+        // Shown only if the assertion below fails: which case it was.
+        eprintln!("{method} {url}");
+        expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, field).await;
     }
 
     // None of it changed or published anything.

@@ -194,20 +194,9 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
     );
     register_products(ctx, &client, STOCK).await?;
     let expected = ctx.sizes.skus;
-    crate::wait::until(
-        "checkout's catalogue to receive every product",
-        Duration::from_secs(120),
-        Duration::from_millis(100),
-        || async {
-            let known = client.catalogue().await.ok()?;
-            let ready = known
-                .iter()
-                .filter(|e| e.unit_price_cents.is_some() && e.stock_version >= 1)
-                .count();
-            (ready >= expected).then_some(())
-        },
-    )
-    .await?;
+    client
+        .wait_for_catalogue(expected, Duration::from_millis(100))
+        .await?;
 
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
     let sampler = Sampler::start(pids, ctx.sizes.sample_every);

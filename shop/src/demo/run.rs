@@ -269,20 +269,9 @@ pub async fn replay(
     // 2. Checkout learns the catalogue from inventory's events, not from a call.
     let expected = data.products.len();
     let started = Instant::now();
-    crate::wait::until(
-        "checkout's catalogue to receive every product",
-        Duration::from_secs(120),
-        Duration::from_millis(200),
-        || async {
-            let known = client.catalogue().await.ok()?;
-            let ready = known
-                .iter()
-                .filter(|e| e.unit_price_cents.is_some() && e.stock_version >= 1)
-                .count();
-            (ready >= expected).then_some(())
-        },
-    )
-    .await?;
+    client
+        .wait_for_catalogue(expected, Duration::from_millis(200))
+        .await?;
     let catalogue_sync = started.elapsed();
 
     // 3. The replay: each invoice fills a cart, then checks it out.
