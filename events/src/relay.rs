@@ -109,7 +109,10 @@ impl Relay {
     /// While rows keep coming it polls back to back; only when a poll finds nothing does it
     /// announce itself as waiting (see [`Waiting`]), poll once more (a row committed before the
     /// announcement was visible to its producer sent no NOTIFY), and sleep until a NOTIFY, the
-    /// poll interval, or `stop`.
+    /// poll interval, or `stop`. One narrow window remains: a producer whose commit-time check
+    /// ran just before the announcement became visible but whose commit became visible just
+    /// after that second poll; its rows wait for the fallback poll (at most `poll_interval`
+    /// late, never lost).
     pub async fn run(self, stop: CancellationToken) -> Result<(), BusError> {
         let mut listener: Option<PgListener> = None;
         let mut waiting = Waiting::new(self.pool.clone());
