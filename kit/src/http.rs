@@ -15,8 +15,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
 
-/// Requests larger than this are refused with 413 before they are parsed.
-pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// Requests larger than this are refused with 413 before they are parsed. Large enough for the
+/// largest valid request: a checkout of its most lines with the longest ids (about 100 bytes a
+/// line).
+pub const BODY_LIMIT_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 struct Readiness {

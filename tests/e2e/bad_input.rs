@@ -46,6 +46,25 @@ async fn bad_requests_are_problems_naming_the_field() {
         .await;
     expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "payment_token").await;
 
+    let too_many: Vec<Value> = (0..=checkout::MAX_LINES)
+        .map(|i| json!({"sku": format!("S{i}"), "quantity": 1}))
+        .collect();
+    let r = shop
+        .post_json(
+            Which::Checkout,
+            "/checkouts",
+            &checkout(Value::from(too_many)),
+        )
+        .await;
+    let p = expect_field_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "lines").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 2000 lines"),
+        "{p}"
+    );
+
     let r = shop
         .post_json(
             Which::Checkout,
@@ -82,7 +101,7 @@ async fn bad_requests_are_problems_naming_the_field() {
     assert_eq!(p["type"], json!("/problems/insufficient-stock"), "{p}");
 
     let mut big = checkout(json!([{"sku": "A", "quantity": 1}]));
-    big["padding"] = json!("x".repeat(70 * 1024));
+    big["padding"] = json!("x".repeat(kit::http::BODY_LIMIT_BYTES + 1));
     let r = shop.post_json(Which::Checkout, "/checkouts", &big).await;
     let p = expect_problem(r, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(p["type"], json!("/problems/body-too-large"), "{p}");

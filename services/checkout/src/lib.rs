@@ -4,6 +4,7 @@
 
 mod handlers;
 mod http;
+pub use http::MAX_LINES;
 pub mod payment;
 mod place;
 mod store;
