@@ -194,10 +194,13 @@ impl Consumer {
             // Handlers order their own locks (rows by key) but not across the events of a
             // batch, so two batches may wait on each other: give up quickly (instead of
             // PostgreSQL's 1 s deadlock detection) and let the one-by-one path take them.
+            // 20 ms: a lock held by a transaction that is merely committing is free well
+            // within it; `shop bench checkout` at 130 checkouts/s, 100 ms → 20 ms: background
+            // lag p99 73–205 → 60–74 ms, p99.9 148–288 → 69–118 ms, throughput unchanged.
             // Sent with BEGIN: one round trip.
             let mut tx = self
                 .pool
-                .begin_with("BEGIN; SET LOCAL lock_timeout = '100ms'")
+                .begin_with("BEGIN; SET LOCAL lock_timeout = '20ms'")
                 .await
                 .ok()?;
             // One statement records the whole batch in the inbox; what it returns is new.

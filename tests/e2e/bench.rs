@@ -13,6 +13,7 @@ async fn bench_measures_and_removes_its_namespace() {
         messages: Some(300),
         checkouts: None,
         clients: 4,
+        open_loop_rate: None,
         lines: 3,
         skus: 20,
         backlog: None,

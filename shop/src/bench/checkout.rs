@@ -231,9 +231,10 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
     // included (POST /checkouts alone can take orders faster than the events are applied).
     let rate = per_sec(n, full_settled.span).min(post_rate);
 
-    // 2. Half the sustained rate, open loop: requests leave on schedule whatever the answers.
+    // 2. Half the sustained rate (or the rate asked for), open loop: requests leave on
+    // schedule whatever the answers.
     let m = (n / 2).max(1);
-    let half_rate = rate / 2.0;
+    let half_rate = ctx.sizes.open_loop_rate.unwrap_or(rate / 2.0);
     let gap = Duration::from_secs_f64(1.0 / half_rate.max(0.1));
     let pb = bar(m, "checkouts");
     pb.set_prefix("checkout half");

@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// concurrency is the global --concurrency).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// checkout: offer this many checkouts/s in the open-loop phase instead of half the
+    /// sustained rate (to compare builds or machines at one rate; the lag target is then
+    /// judged at this rate).
+    #[arg(long)]
+    pub open_loop_rate: Option<f64>,
     /// checkout: lines per checkout (also sizes the message of ceiling-broker and bus).
     #[arg(long, default_value_t = 3)]
     pub lines: usize,
@@ -127,6 +132,8 @@ pub struct Sizes {
     pub messages: u64,
     pub checkouts: u64,
     pub clients: usize,
+    /// `None`: half the sustained rate.
+    pub open_loop_rate: Option<f64>,
     pub lines: usize,
     pub skus: usize,
     pub backlog: u64,
@@ -149,6 +156,7 @@ impl Sizes {
             messages: args.messages.unwrap_or(if q { 5_000 } else { 100_000 }),
             checkouts: args.checkouts.unwrap_or(if q { 200 } else { 10_000 }),
             clients: args.clients,
+            open_loop_rate: args.open_loop_rate,
             lines: args.lines,
             skus: args.skus,
             backlog: args.backlog.unwrap_or(if q { 20_000 } else { 1_000_000 }),
@@ -163,6 +171,12 @@ impl Sizes {
         anyhow::ensure!(sizes.messages > 0, "--messages must be at least 1");
         anyhow::ensure!(sizes.checkouts >= 2, "--checkouts must be at least 2");
         anyhow::ensure!(sizes.clients > 0, "--clients must be at least 1");
+        anyhow::ensure!(
+            sizes
+                .open_loop_rate
+                .is_none_or(|r| r.is_finite() && r >= 0.1),
+            "--open-loop-rate must be at least 0.1 checkouts/s"
+        );
         anyhow::ensure!(sizes.backlog > 0, "--backlog must be at least 1");
         anyhow::ensure!(
             sizes.lines >= 1 && sizes.lines <= sizes.skus,

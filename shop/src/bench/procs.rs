@@ -112,6 +112,7 @@ impl ServiceProc {
             .env("SHOP_DB_POOL", settings.db_pool.to_string())
             .env("SHOP_PREFETCH", settings.prefetch.to_string())
             .env("SHOP_CONCURRENCY", settings.concurrency.to_string())
+            .env("SHOP_BATCH", settings.batch.to_string())
             .env("SHOP_MAX_ATTEMPTS", settings.max_attempts.to_string())
             .env("LOG_FORMAT", "text")
             .stdin(Stdio::null())

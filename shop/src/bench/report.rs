@@ -297,11 +297,16 @@ impl Report {
                     status: Status::of(p99 < LAG_P99_LIMIT_MS),
                     value: json!(p99),
                     detail: format!(
-                        "p99 {p99:.1} ms at {} checkouts/s",
+                        "p99 {p99:.1} ms at {} checkouts/s{}",
                         thousands(
                             self.value(Scenario::Checkout, "half_rate_per_sec")
                                 .unwrap_or(0.0)
-                        )
+                        ),
+                        if self.sizes.open_loop_rate.is_some() {
+                            " (the rate --open-loop-rate asked for, not half the sustained rate)"
+                        } else {
+                            ""
+                        }
                     ),
                 },
                 None => not_run(name, "needs checkout"),
