@@ -230,6 +230,13 @@ impl Consumer {
                 outcomes.push(Outcome::Applied);
                 applied_spans.push(span);
             }
+            // The limit is for the handlers' row locks only: at commit the outbox trigger's
+            // NOTIFY waits for the cluster-wide notify lock, and a COMMIT cut off by the limit
+            // would throw away a batch that did nothing wrong.
+            sqlx::query("SET LOCAL lock_timeout = 0")
+                .execute(&mut *tx)
+                .await
+                .ok()?;
             tx.commit().await.ok()?;
             // Logged only now that they are committed, each in its own event's span (trace id,
             // event id), as the one-at-a-time path does.

@@ -2,7 +2,8 @@
 //!
 //! 1. full speed: `checkouts` POST /checkouts from `clients` clients at once: checkouts/s
 //!    (the maximum sustained rate), POST latency, CPU per service;
-//! 2. half speed: half as many checkouts again, sent open-loop at half that rate: POST latency
+//! 2. open loop: half as many checkouts again, sent on schedule at half that rate (or
+//!    `--open-loop-rate`): POST latency
 //!    and the background lag (payment -> cart and inventory updated, as checkout records them).
 //!
 //! Peak RSS per service is the kernel's high-water mark (VmHWM) over both phases.
@@ -302,34 +303,34 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
     half_posts.sort();
     o.push(Metric::rate(
         "half_rate_per_sec",
-        "half speed: checkouts/s offered",
+        if ctx.sizes.open_loop_rate.is_some() {
+            "open loop: checkouts/s offered (--open-loop-rate)"
+        } else {
+            "open loop: checkouts/s offered (half the sustained rate)"
+        },
         half_rate,
         "checkouts/s",
     ));
     o.push(Metric::rate(
         "half_achieved_per_sec",
-        "half speed: checkouts/s achieved",
+        "open loop: checkouts/s achieved",
         per_sec(m, half_time),
         "checkouts/s",
     ));
     o.push(Metric::ms(
         "half_post_p50_ms",
-        "half speed: POST /checkouts p50",
+        "open loop: POST /checkouts p50",
         percentile(&half_posts, 0.50),
     ));
     o.push(Metric::ms(
         "half_post_p99_ms",
-        "half speed: POST /checkouts p99",
+        "open loop: POST /checkouts p99",
         percentile(&half_posts, 0.99),
     ));
     for (key, label, p) in [
-        ("half_lag_p50_ms", "half speed: background lag p50", 0.50),
-        ("half_lag_p99_ms", "half speed: background lag p99", 0.99),
-        (
-            "half_lag_p999_ms",
-            "half speed: background lag p99.9",
-            0.999,
-        ),
+        ("half_lag_p50_ms", "open loop: background lag p50", 0.50),
+        ("half_lag_p99_ms", "open loop: background lag p99", 0.99),
+        ("half_lag_p999_ms", "open loop: background lag p99.9", 0.999),
     ] {
         o.push(Metric::ms(key, label, percentile(&half_lags, p)));
     }
@@ -345,7 +346,7 @@ async fn run_with(ctx: &Ctx, procs: &mut Vec<ServiceProc>) -> anyhow::Result<Out
         if let Some(pct) = cpu_pct(&sampler, i, half_started, half_ended) {
             o.push(Metric::pct(
                 &format!("{name}_cpu_half_pct"),
-                format!("{name}: CPU at half speed (% of a core)"),
+                format!("{name}: CPU in the open loop (% of a core)"),
                 pct,
             ));
         }
