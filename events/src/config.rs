@@ -139,43 +139,66 @@ impl BusConfig {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`, and the value of a
-/// `password` (or `sslpassword`) query parameter, which sqlx and libpq also accept.
+/// Replaces the password of `scheme://user:password@host` with `***`, and the value of any
+/// `password` (or `sslpassword`) parameter, in a query string or a key-value connection string
+/// (`host=db password=...`), which sqlx and libpq also accept.
+///
+/// Malformed input matters most here (it is what error messages quote), so nothing assumes a
+/// well-formed URL: the user information runs to the last `@`, whatever characters it holds,
+/// and when in doubt more is hidden.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = redact_userinfo(base);
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
-                _ => param.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let (head, rest) = url.split_at(start);
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = match rest[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => redact_params(&rest[..at]),
+            };
+            format!("{head}{userinfo}@{}", redact_params(&rest[at + 1..]))
+        }
+        None => format!("{head}{}", redact_params(rest)),
     }
-    out
 }
 
+/// Hides the values of secret `key=value` parameters, separated by `?`, `&` or whitespace.
+fn redact_params(s: &str) -> String {
+    s.split_inclusive(|c: char| c == '?' || c == '&' || c.is_whitespace())
+        .map(|piece| {
+            let body = piece.trim_end_matches(|c: char| c == '?' || c == '&' || c.is_whitespace());
+            let separator = &piece[body.len()..];
+            match body.split_once('=') {
+                Some((key, _)) if is_secret_param(key) => format!("{key}=***{separator}"),
+                _ => piece.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `password` or `sslpassword`, in any case, percent-encoded or not (sqlx decodes keys).
 fn is_secret_param(key: &str) -> bool {
-    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+    let decoded = percent_decode(key);
+    decoded.eq_ignore_ascii_case("password") || decoded.eq_ignore_ascii_case("sslpassword")
 }
 
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -218,5 +241,33 @@ mod tests {
             redact_url("postgres://db/x?application_name=a@b"),
             "postgres://db/x?application_name=a@b"
         );
+    }
+
+    #[test]
+    fn passwords_in_malformed_urls_are_redacted_too() {
+        for (url, shown) in [
+            (
+                "amqp://u:s3cret?x@host:5672/%2f",
+                "amqp://u:***@host:5672/%2f",
+            ),
+            ("amqp://u:pa/ss#@host", "amqp://u:***@host"),
+            ("u:s3cret@host:5672", "u:***@host:5672"),
+            ("amqp:/u:s3cret@host", "amqp:***@host"),
+            (
+                "host=db user=u password=s3cret",
+                "host=db user=u password=***",
+            ),
+            (
+                "postgres://db/x?pass%77ord=s3cret",
+                "postgres://db/x?pass%77ord=***",
+            ),
+            (
+                "postgres://db/x?password=s3cret&app=a@b",
+                "postgres://db/x?password=***&app=a@b",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("s3cret"), "{url}");
+        }
     }
 }

@@ -159,16 +159,19 @@ pub struct Settings {
         env = "SHOP_DB_POOL",
         hide_env_values = true,
         default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=10_000),
         global = true
     )]
     pub db_pool: u32,
 
-    /// Deliveries the broker hands each service before acks (bounds memory).
+    /// Deliveries the broker hands each service before acks (bounds memory; at least 1, as 0
+    /// would mean unlimited to the broker).
     #[arg(
         long,
         env = "SHOP_PREFETCH",
         hide_env_values = true,
         default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(1..),
         global = true
     )]
     pub prefetch: u16,
@@ -179,6 +182,7 @@ pub struct Settings {
         env = "SHOP_CONCURRENCY",
         hide_env_values = true,
         default_value_t = 8,
+        value_parser = at_least_one,
         global = true
     )]
     pub concurrency: usize,
@@ -200,6 +204,7 @@ pub struct Settings {
         env = "SHOP_MAX_ATTEMPTS",
         hide_env_values = true,
         default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..),
         global = true
     )]
     pub max_attempts: u32,
@@ -334,12 +339,31 @@ impl Settings {
     }
 }
 
-/// An AMQP URL as lapin reads it.
+/// A count of at least 1 (0 would mean "no limit" to the code it bounds, or a pool that can
+/// never hand out a connection).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An AMQP URL as lapin reads it. (lapin also takes `amqp:/host`, one slash, and reads the rest
+/// as the vhost: a typo that would fail only at the broker, so the scheme is checked whole.)
 fn check_amqp_url(url: &str) -> anyhow::Result<()> {
-    lapin::uri::AMQPUri::from_str(url).map_err(|e| {
-        anyhow::anyhow!("not an AMQP URL ({e}); expected amqp://user:password@host:5672/vhost")
-    })?;
+    const EXPECTED: &str = "expected amqp://user:password@host:5672/vhost";
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        anyhow::bail!("not an AMQP URL; {EXPECTED}");
+    }
+    lapin::uri::AMQPUri::from_str(url)
+        .map_err(|e| anyhow::anyhow!("not an AMQP URL ({}); {EXPECTED}", scrub(&e, url)))?;
     Ok(())
+}
+
+/// A parser's message without the URL it may quote (the setting's line shows it redacted).
+fn scrub(e: &impl std::fmt::Display, url: &str) -> String {
+    e.to_string().replace(url, "the URL")
 }
 
 /// A PostgreSQL URL as sqlx reads it. sqlx ignores the scheme, so a `mysql://` URL would
@@ -351,7 +375,7 @@ fn check_database_url(url: &str) -> anyhow::Result<()> {
         anyhow::bail!("not a PostgreSQL URL; {EXPECTED}");
     }
     PgConnectOptions::from_str(url)
-        .map_err(|e| anyhow::anyhow!("not a PostgreSQL URL ({e}); {EXPECTED}"))?;
+        .map_err(|e| anyhow::anyhow!("not a PostgreSQL URL ({}); {EXPECTED}", scrub(&e, url)))?;
     Ok(())
 }
 
@@ -392,39 +416,51 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_refused_naming_the_setting_without_the_password() {
-        let check = |tweak: fn(&mut Settings)| {
+        let check = |tweak: &dyn Fn(&mut Settings)| {
             let mut s = Settings::default();
             tweak(&mut s);
             s.check().map_err(|e| format!("{e:#}"))
         };
-        assert_eq!(check(|_| {}), Ok(()));
-        let e = check(|s| s.amqp_url = "notaurl".into()).unwrap_err();
+        assert_eq!(check(&|_| {}), Ok(()));
+        let e = check(&|s| s.amqp_url = "notaurl".into()).unwrap_err();
         assert!(
             e.starts_with("--amqp-url (AMQP_URL) = notaurl: not an AMQP URL"),
             "{e}"
         );
-        let e = check(|s| s.cart_amqp_url = Some("http://u:secret@h/".into())).unwrap_err();
+        let e = check(&|s| s.cart_amqp_url = Some("http://u:secret@h/".into())).unwrap_err();
         assert!(
             e.starts_with("--cart-amqp-url (CART_AMQP_URL) = http://u:***@h/"),
             "{e}"
         );
         assert!(!e.contains("secret"), "{e}");
-        let e = check(|s| s.database_url = "mysql://root:secret@db:3306".into()).unwrap_err();
+        let e = check(&|s| s.database_url = "mysql://root:secret@db:3306".into()).unwrap_err();
         assert!(
             e.starts_with(
                 "--database-url (DATABASE_URL) = mysql://root:***@db:3306: not a PostgreSQL URL"
             ),
             "{e}"
         );
-        let e = check(|s| s.inventory_database_url = Some("postgres://u@h:notaport/db".into()))
+        let e = check(&|s| s.inventory_database_url = Some("postgres://u@h:notaport/db".into()))
             .unwrap_err();
         assert!(
             e.starts_with("--inventory-database-url (INVENTORY_DATABASE_URL) = "),
             "{e}"
         );
+        for url in [
+            "amqp://u:s3cret?x@host:5672/%2f",
+            "u:s3cret@host:5672",
+            "amqp:/u:s3cret@h",
+        ] {
+            let e = check(&|s| s.amqp_url = url.into()).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        for url in ["host=db user=u password=s3cret", "postgres:/u:s3cret@db"] {
+            let e = check(&|s| s.database_url = url.into()).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
         assert_eq!(
             check(
-                |s| s.checkout_database_url = Some("postgresql://u:p@h/db?sslmode=require".into())
+                &|s| s.checkout_database_url = Some("postgresql://u:p@h/db?sslmode=require".into())
             ),
             Ok(())
         );

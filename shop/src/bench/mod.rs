@@ -174,8 +174,12 @@ impl Sizes {
         anyhow::ensure!(
             sizes
                 .open_loop_rate
-                .is_none_or(|r| r.is_finite() && r >= 0.1),
-            "--open-loop-rate must be at least 0.1 checkouts/s"
+                .is_none_or(|r| (0.1..=100_000.0).contains(&r)),
+            "--open-loop-rate must be 0.1 to 100,000 checkouts/s"
+        );
+        anyhow::ensure!(
+            sizes.invoices.is_none_or(|n| n > 0),
+            "--invoices must be at least 1 (0 would replay nothing and pass every check)"
         );
         anyhow::ensure!(sizes.backlog > 0, "--backlog must be at least 1");
         anyhow::ensure!(
