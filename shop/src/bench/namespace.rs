@@ -108,6 +108,22 @@ impl Namespace {
             .context("invalid database url")?
             .database("postgres");
         let mut admin = options.connect().await?;
+        // A service killed by an interrupt may have left its CREATE DATABASE running on the
+        // server: not listed until it commits, so wait for it (up to 10 s) before listing.
+        let creating = format!("CREATE DATABASE \"{}%", self.database_prefix);
+        for _ in 0..100 {
+            let busy: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid())",
+            )
+            .bind(&creating)
+            .fetch_one(&mut admin)
+            .await?;
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1",
         )
