@@ -27,16 +27,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "the body must be JSON, sent with Content-Type: application/json",
             ));
         }
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "the body is larger than {} bytes",
+                    crate::http::BODY_LIMIT_BYTES
+                ),
+            )
+        };
+        // A declared length over the limit is refused before waiting for a body that would
+        // be refused anyway.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > crate::http::BODY_LIMIT_BYTES as u64) {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    format!(
-                        "the body is larger than {} bytes",
-                        crate::http::BODY_LIMIT_BYTES
-                    ),
-                )
+                too_large()
             } else {
                 Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", e.body_text())
             }
