@@ -106,8 +106,8 @@ impl Relay {
     /// Runs until `stop` is cancelled (after a final flush) or the broker fails.
     /// Database errors are logged and retried here: they don't end the broker session.
     ///
-    /// While rows keep coming it polls back to back; only when a poll finds nothing does it
-    /// announce itself as waiting (see [`Waiting`]), poll once more (a row committed before the
+    /// While rows keep coming it polls back to back, and for `LINGER` after the last it found
+    /// every `BUSY_POLL`; only then does it announce itself as waiting (see [`Waiting`]), poll once more (a row committed before the
     /// announcement was visible to its producer sent no NOTIFY), and sleep until a NOTIFY, the
     /// poll interval, or `stop`. One narrow window remains: a producer whose commit-time check
     /// ran just before the announcement became visible but whose commit became visible just
@@ -118,6 +118,7 @@ impl Relay {
         let mut waiting = Waiting::new(self.pool.clone());
         let mut last_cleanup = tokio::time::Instant::now();
         let mut last_report = tokio::time::Instant::now() - Duration::from_secs(60);
+        let mut last_found = tokio::time::Instant::now() - LINGER;
         loop {
             if listener.is_none() {
                 listener = listen(&self.pool).await;
@@ -126,6 +127,8 @@ impl Relay {
                 Ok(n) => n,
                 Err(BusError::Database(e)) => {
                     tracing::warn!(error = %e, "outbox relay: database unavailable, will retry");
+                    // Back to the poll interval, not the busy poll.
+                    last_found = tokio::time::Instant::now() - LINGER;
                     0
                 }
                 Err(e) => {
@@ -153,7 +156,18 @@ impl Relay {
                 }
             }
             if found > 0 {
+                last_found = tokio::time::Instant::now();
                 continue;
+            }
+            if last_found.elapsed() < LINGER {
+                // Recently busy: poll again shortly instead of waiting for a NOTIFY. While no
+                // relay waits, producers send none, and a NOTIFY makes every notifying commit
+                // in the cluster queue behind one lock (with its fsync): at a steady trickle
+                // that lock, not the work, set the background lag.
+                tokio::select! {
+                    _ = tokio::time::sleep(BUSY_POLL) => continue,
+                    _ = stop.cancelled() => continue,
+                }
             }
             if listener.is_some() && waiting.announce().await {
                 // Newly announced: look once more before sleeping.
@@ -355,6 +369,11 @@ impl Relay {
         Ok(())
     }
 }
+
+/// After finding rows, a relay keeps polling every `BUSY_POLL` for this long before it waits
+/// for a NOTIFY.
+const LINGER: Duration = Duration::from_secs(2);
+const BUSY_POLL: Duration = Duration::from_millis(5);
 
 /// A waiting relay renews its announcement this often, so a truncated table (the unlogged table
 /// after a database crash) or another replica's cleanup costs it at most this long of fallback
