@@ -15,6 +15,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
 
+/// A request (its body included) that takes longer than this gets a 408: a client that never
+/// finishes sending its body must not hold a connection and a task for ever. Handlers
+/// themselves finish far sooner (their database waits are bounded at 5 s).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Requests larger than this are refused with 413 before they are parsed. Large enough for the
 /// largest valid request: a checkout of its most lines with the longest ids (about 100 bytes a
 /// line).
@@ -45,11 +50,33 @@ pub fn app(service: &'static str, routes: Router, pool: PgPool, bus: Arc<BusHeal
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(axum::middleware::from_fn(move |req, next| {
             crate::metrics::track(service, req, next)
         }))
         .layer(axum::middleware::from_fn(trace_request))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Answers 408 (problem+json) when the request, body included, is not done within
+/// [`REQUEST_TIMEOUT`]; the handler's future is dropped, so its transaction rolls back.
+async fn time_limit(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!(
+                "the request was not complete within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Continues the caller's W3C trace (`traceparent` header) or starts one; events published

@@ -1,5 +1,7 @@
 //! Every refused request is an RFC 9457 problem with the right status, naming the field.
 
+use std::time::Duration;
+
 use e2e::{TestShop, Which, expect_field_problem, expect_problem};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -349,5 +351,68 @@ async fn bad_path_parameters_are_problems_naming_the_parameter() {
         .await
         .unwrap();
     assert_eq!(items, 0);
+    shop.stop().await;
+}
+
+/// Sends `request` as raw bytes and reads until the server has sent a problem naming `kind`,
+/// closed, or `deadline` passed; returns what it said.
+async fn raw_exchange(addr: &str, request: &[u8], kind: &str, deadline: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting");
+    stream.write_all(request).await.expect("sending");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&response).contains(kind) {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    assert!(read.is_ok(), "no answer within {deadline:?}: {text}");
+    text
+}
+
+/// A client that announces a body and never finishes it gets a 408 problem once the request
+/// time limit passes, instead of holding the connection for ever; one that announces a body
+/// over the limit gets its 413 at once, without sending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_and_oversized_bodies_are_answered_without_waiting_for_ever() {
+    let shop = TestShop::start().await;
+    let url = shop.url(Which::Checkout, "/checkouts");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_string();
+    let head = "POST /checkouts HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n";
+
+    let huge = format!("{head}Content-Length: 10000000000\r\n\r\n");
+    let text = raw_exchange(
+        &addr,
+        huge.as_bytes(),
+        "body-too-large",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
+    let unfinished = format!("{head}Content-Length: 100\r\n\r\n{{\"cart_id\":");
+    let deadline = kit::http::REQUEST_TIMEOUT + Duration::from_secs(15);
+    let text = raw_exchange(&addr, unfinished.as_bytes(), "request-timeout", deadline).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(text.contains("/problems/request-timeout"), "{text}");
     shop.stop().await;
 }
