@@ -282,17 +282,11 @@ impl Consumer {
         tx: &mut sqlx::PgConnection,
         raw: &RawEnvelope,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = sqlx::query(
-            "INSERT INTO events_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(self.subscriber.name())
-        .bind(raw.meta.id)
-        .bind(&raw.meta.event_type)
-        .execute(tx)
-        .await?
-        .rows_affected();
-        Ok(inserted > 0)
+        let id = raw.meta.id;
+        let fresh = self
+            .record_batch_in_inbox(tx, &[id], std::slice::from_ref(&raw.meta.event_type))
+            .await?;
+        Ok(fresh.contains(&id))
     }
 
     /// One span per event, continuing the producer's trace: every log line of the handler

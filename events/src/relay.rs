@@ -107,9 +107,9 @@ impl Relay {
     /// Database errors are logged and retried here: they don't end the broker session.
     ///
     /// While rows keep coming it polls back to back, and for `LINGER` after the last it found
-    /// every `BUSY_POLL`; only then does it announce itself as waiting (see [`Waiting`]), poll once more (a row committed before the
-    /// announcement was visible to its producer sent no NOTIFY), and sleep until a NOTIFY, the
-    /// poll interval, or `stop`. One narrow window remains: a producer whose commit-time check
+    /// every `BUSY_POLL`; only then does it announce itself as waiting (see [`Waiting`]), poll
+    /// once more (a row committed before the announcement was visible to its producer sent no
+    /// NOTIFY), and sleep until a NOTIFY, the poll interval, or `stop`. One narrow window remains: a producer whose commit-time check
     /// ran just before the announcement became visible but whose commit became visible just
     /// after that second poll; its rows wait for the fallback poll (at most `poll_interval`
     /// late, never lost).
