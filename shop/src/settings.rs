@@ -341,7 +341,7 @@ impl Settings {
 
 /// A count of at least 1 (0 would mean "no limit" to the code it bounds, or a pool that can
 /// never hand out a connection).
-fn at_least_one(s: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),

@@ -23,7 +23,7 @@ use crate::system::System;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Invoices to replay, from the start of the year (the default takes a minute or two).
-    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = crate::settings::at_least_one)]
     pub invoices: usize,
     /// Replay the whole year (19,773 invoices, 517,265 lines).
     #[arg(long)]
@@ -189,7 +189,7 @@ async fn reset(settings: &Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| {
             format!(
-                "resetting the demo queues on {}",
+                "cannot reach RabbitMQ at {} to reset the demo queues",
                 settings.bus().redacted_url()
             )
         })?;
